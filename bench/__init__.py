@@ -1,0 +1,1 @@
+"""The suite's command line and everything around a run: CLI, monitors, records, sweeps."""

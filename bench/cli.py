@@ -1,0 +1,147 @@
+"""LightningCLI subclass with the suite's defaults: data, model, optimiser, monitors, records.
+
+``python -m bench fit`` trains one configuration, measures gradient flow with
+``GradientFlowMonitor``, tests the final weights, writes the run record under
+``--results`` (default ``runs/``) and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from torch.optim import Optimizer
+
+from bench.monitors import GradientFlowMonitor
+from bench.recorder import RunRecorder, run_identity
+from bench.results import run_id
+from bench.wandb_logger import make_wandb_logger
+from models.module import Classifier
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration value was rejected while the run was being built."""
+
+
+DEFAULT_DATA = {"class_path": "datamodules.MNIST1DDataModule"}
+DEFAULT_OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9}}
+TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "log_every_n_steps": 10}
+
+
+class BenchCLI(LightningCLI):
+    """The suite's command line: ``fit``, ``validate`` and ``test`` subcommands.
+
+    Compared with a plain LightningCLI: MNIST-1D and a tanh ``Classifier`` are the
+    defaults, ``model.input_dim``/``model.num_classes`` come from the datamodule, the
+    optimiser defaults to SGD with momentum, ``trainer.logger: null`` means the suite's W&B
+    logger, and ``fit`` records the run and tests the final weights.
+    """
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.recorder: RunRecorder | None = None
+        super().__init__(
+            Classifier,
+            LightningDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            trainer_defaults=TRAINER_DEFAULTS,
+            save_config_callback=None,
+            parser_kwargs={"description": "Train deep networks with saturating nonlinearities."},
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--results",
+            type=str,
+            default="runs",
+            help="folder that receives one directory per run (record, config, series)",
+        )
+        parser.add_lightning_class_args(GradientFlowMonitor, "monitor")
+        parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_optimizer_args((Optimizer,))
+        parser.set_defaults({"optimizer": DEFAULT_OPTIMIZER, "data": DEFAULT_DATA})
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._subcommand_config()
+        trainer_config = config.trainer
+        if self.subcommand != "fit":
+            if trainer_config.logger is None:
+                kwargs["logger"] = False
+            return super().instantiate_trainer(**kwargs)
+
+        identity = run_identity(config)
+        model, seed = config.model, config.seed_everything
+        label = f"{model.activation}-d{model.depth}-w{model.width}-{model.init}-s{seed}"
+        run_dir = Path(config.results) / run_id(identity, label)
+        self.recorder = RunRecorder(
+            run_dir=run_dir,
+            config_yaml=self._parser(self.subcommand).dump(config, skip_none=False),
+            identity=identity,
+            params=flat_params(config),
+        )
+        callbacks = list(trainer_config.callbacks or [])
+        callbacks.append(self.recorder)
+        if trainer_config.enable_checkpointing is not False:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False
+                )
+            )
+        kwargs["callbacks"] = callbacks
+        if trainer_config.default_root_dir is None:
+            kwargs["default_root_dir"] = str(run_dir)
+        if trainer_config.logger is None:
+            kwargs["logger"] = make_wandb_logger(run_dir, self.recorder.run_id, flat_params(config))
+        return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        assert self.recorder is not None
+        self.recorder.start(self.trainer)
+
+    def after_fit(self) -> None:
+        assert self.recorder is not None
+        test_metrics: dict[str, float] = {}
+        if not self.model.diverged:
+            results = self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            test_metrics = dict(results[0]) if results else {}
+        self.recorder.finish(self.trainer, self.model, test_metrics)
+
+    def _subcommand_config(self) -> Namespace:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+
+def flat_params(config: Namespace) -> dict[str, Any]:
+    """Return the flat keys W&B dashboards and report tables group runs by."""
+    optimizer = config.optimizer or {}
+    optimizer_name = str(optimizer.get("class_path", "")).rsplit(".", 1)[-1]
+    init_args = optimizer.get("init_args") or {}
+    module_name, _, class_name = config.data.class_path.rpartition(".")
+    data_class = getattr(importlib.import_module(module_name), class_name)
+    return {
+        "activation": config.model.activation,
+        "depth": config.model.depth,
+        "width": config.model.width,
+        "init": config.model.init,
+        "optimizer": optimizer_name.lower(),
+        "lr": init_args.get("lr"),
+        "dataset": getattr(data_class, "name", data_class.__name__),
+        "seed": config.seed_everything,
+        "max_epochs": config.trainer.max_epochs,
+    }

@@ -1,0 +1,1 @@
+"""Networks, nonlinearities, remedies and the LightningModule that trains them."""

@@ -1,0 +1,1 @@
+"""Remedies for vanishing and exploding signals: initialisations, transforms, residuals, norms."""
