@@ -66,6 +66,13 @@ class BenchCLI(LightningCLI):
             default="runs",
             help="folder that receives one directory per run (record, config, series)",
         )
+        parser.add_argument(
+            "--remedy",
+            type=str,
+            default="baseline",
+            help="name of the remedy this run applies; a label for records, tables and W&B "
+            "grouping, set by the presets under bench/configs/remedies/",
+        )
         parser.add_lightning_class_args(GradientFlowMonitor, "monitor")
         parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -88,7 +95,7 @@ class BenchCLI(LightningCLI):
 
         identity = run_identity(config)
         model, seed = config.model, config.seed_everything
-        label = f"{model.activation}-d{model.depth}-w{model.width}-{model.init}-s{seed}"
+        label = f"{model.activation}-{config.remedy}-d{model.depth}-w{model.width}-s{seed}"
         run_dir = Path(config.results) / run_id(identity, label)
         self.recorder = RunRecorder(
             run_dir=run_dir,
@@ -135,6 +142,7 @@ def flat_params(config: Namespace) -> dict[str, Any]:
     module_name, _, class_name = config.data.class_path.rpartition(".")
     data_class = getattr(importlib.import_module(module_name), class_name)
     return {
+        "remedy": config.remedy,
         "activation": config.model.activation,
         "depth": config.model.depth,
         "width": config.model.width,

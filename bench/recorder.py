@@ -70,6 +70,7 @@ def run_identity(config: Namespace) -> dict[str, Any]:
         data = {key: value for key, value in data.items() if key not in _DATA_NON_IDENTITY_KEYS}
     trainer = as_dict.get("trainer") or {}
     return {
+        "remedy": as_dict.get("remedy"),
         "model": as_dict.get("model"),
         "data": data,
         "optimizer": as_dict.get("optimizer"),

@@ -163,7 +163,7 @@ def test_fit_user_activation_import_path(tmp_path, data_dir, monkeypatch):
     record = only_record(results)
     assert record["status"] == "completed"
     assert record["params"]["activation"] == "mypkg.mod:myfun"
-    assert record["run_id"].startswith("mypkg.mod_myfun-d3")
+    assert record["run_id"].startswith("mypkg.mod_myfun-baseline-d3")
 
 
 @pytest.mark.parametrize(
