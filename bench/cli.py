@@ -39,10 +39,10 @@ TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "log_every_n_steps": 10}
 class BenchCLI(LightningCLI):
     """The suite's command line: ``fit``, ``validate`` and ``test`` subcommands.
 
-    Compared with a plain LightningCLI: MNIST-1D and a tanh ``Classifier`` are the
-    defaults, ``model.input_dim``/``model.num_classes`` come from the datamodule, the
-    optimiser defaults to SGD with momentum, ``trainer.logger: null`` means the suite's W&B
-    logger, and ``fit`` records the run and tests the final weights.
+    MNIST-1D and a tanh ``Classifier`` are the defaults, and the optimiser defaults to SGD
+    with momentum. ``model.input_dim`` and ``model.num_classes`` come from the datamodule.
+    ``trainer.logger: null`` selects the suite's W&B logger. ``fit`` records the run and
+    tests the final weights.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:

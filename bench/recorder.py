@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import wandb
 from jsonargparse import Namespace
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -180,7 +181,7 @@ class RunRecorder(pl.Callback):
         if monitor is not None:
             write_series(self.run_dir / SERIES_FILE, _series_rows(monitor.series))
         write_json_atomic(self.run_dir / RECORD_FILE, self.record)
-        _finish_wandb(trainer, self.record)
+        _finish_wandb(trainer, self.record, monitor.series if monitor else [])
 
     def _final_record(
         self,
@@ -234,14 +235,20 @@ def _series_rows(series: list[SignalSnapshot]) -> list[tuple[int, str, str, floa
     return rows
 
 
-def _finish_wandb(trainer: pl.Trainer, record: dict[str, Any]) -> None:
-    """Put the record's headline numbers in the W&B run summary and close the run.
+def _finish_wandb(
+    trainer: pl.Trainer, record: dict[str, Any], series: list[SignalSnapshot]
+) -> None:
+    """Log one multi-line chart per quantity, fill the run summary and close the W&B run.
 
-    Closing here, not at interpreter exit, lets one process train several runs.
+    The per-layer scalars give one chart per layer; ``signal_charts/<quantity>`` shows every
+    layer of a quantity in one chart. Closing here, not at interpreter exit, lets one
+    process train several runs.
     """
     for logger in trainer.loggers:
         if not isinstance(logger, WandbLogger):
             continue
+        if series:
+            logger.experiment.log(_layer_charts(series))
         summary = {"status": record["status"], "run_id": record["run_id"]}
         for moment in ("init", "end"):
             snapshot = record["signal"].get(moment)
@@ -250,6 +257,18 @@ def _finish_wandb(trainer: pl.Trainer, record: dict[str, Any]) -> None:
                 summary[f"signal/mean_saturation_{moment}"] = snapshot["mean_saturation"]
         logger.experiment.summary.update(summary)
         logger.experiment.finish()
+
+
+def _layer_charts(series: list[SignalSnapshot]) -> dict[str, Any]:
+    steps = [snapshot.step for snapshot in series]
+    charts = {}
+    for quantity in ("grad_norm", "q", "saturation"):
+        layers = list(getattr(series[0], quantity))
+        values = [[getattr(snapshot, quantity)[layer] for snapshot in series] for layer in layers]
+        charts[f"signal_charts/{quantity}"] = wandb.plot.line_series(
+            xs=steps, ys=values, keys=layers, title=f"signal/{quantity}", xname="step"
+        )
+    return charts
 
 
 def print_summary(record: dict[str, Any], record_path: Path | None) -> None:

@@ -2,7 +2,8 @@
 
 WANDB_MODE, when set, decides as W&B documents it (``online``, ``offline``,
 ``disabled``). Without it the logger goes online only if an API key is configured
-(WANDB_API_KEY or a netrc entry for the W&B host), so a run never waits on a login prompt.
+(WANDB_API_KEY or a netrc entry for the W&B host). Otherwise it runs offline, so a user
+without an account gets no login prompt.
 """
 
 from __future__ import annotations

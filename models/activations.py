@@ -138,7 +138,10 @@ def max_slope(phi: Phi, bound: float = 12.0, points: int = 24_001) -> float:
     (slope,) = torch.autograd.grad(phi(x).sum(), x)
     peak = slope.abs().max().item()
     if not math.isfinite(peak) or peak <= 0.0:
-        raise ValueError(f"phi has no finite non-zero slope on [-{bound}, {bound}]: {peak}")
+        raise ValueError(
+            f"phi has no finite non-zero slope on [-{bound}, {bound}] (max |phi'| = {peak}); "
+            "a saturation statistic needs a non-constant, finite phi"
+        )
     return peak
 
 
@@ -170,7 +173,7 @@ class Activation(nn.Module):
             getattr(self, key).fill_(float(value))
 
     def preactivation(self, h: Tensor) -> Tensor:
-        """Return the pre-activation that phi sees for module input ``h`` (here ``h``)."""
+        """Return the pre-activation of this site for module input ``h`` (``h`` itself here)."""
         return h
 
     def forward(self, h: Tensor) -> Tensor:

@@ -75,8 +75,8 @@ class SignalSnapshot:
 class _Capture:
     """Pre-activations gathered by forward hooks during one forward pass.
 
-    ``phi_inputs`` holds alpha * h + beta, the argument phi sees, per activation site;
-    ``units`` the site's nonlinearity, so slopes are computed in one autograd call per
+    ``phi_inputs`` contains alpha * h + beta, the argument of phi, per activation site, and
+    ``units`` the site's module. Slopes are then computed in one autograd call per
     nonlinearity rather than one per layer.
     """
 

@@ -266,3 +266,4 @@ def test_fit_wandb_offline_run(tmp_path, data_dir):
     for metric in ("train/loss", "test/acc", "signal/grad_norm/layer_01", "signal/grad_ratio"):
         assert metric.encode() in content, metric
     assert b'"tanh"' in content
+    assert b"signal_charts/grad_norm" in content
