@@ -17,8 +17,9 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from torch.optim import Optimizer
+from typing_extensions import override
 
-from bench.monitors import GradientFlowMonitor
+from bench.monitors import GradientFlowMonitor, JacobianSpectrumMonitor
 from bench.recorder import RunRecorder, run_identity
 from bench.results import run_id
 from bench.wandb_logger import make_wandb_logger
@@ -73,7 +74,15 @@ class BenchCLI(LightningCLI):
             help="name of the remedy this run applies; a label for records, tables and W&B "
             "grouping, set by the presets under bench/configs/remedies/",
         )
+        parser.add_argument(
+            "--group",
+            type=str | None,
+            default=None,
+            help="W&B group of the run, such as the name of the sweep that launched it; not "
+            "part of the run id",
+        )
         parser.add_lightning_class_args(GradientFlowMonitor, "monitor")
+        parser.add_lightning_class_args(JacobianSpectrumMonitor, "jacobian")
         parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_optimizer_args((Optimizer,))
@@ -93,14 +102,11 @@ class BenchCLI(LightningCLI):
                 kwargs["logger"] = False
             return super().instantiate_trainer(**kwargs)
 
-        identity = run_identity(config)
-        model, seed = config.model, config.seed_everything
-        label = f"{model.activation}-{config.remedy}-d{model.depth}-w{model.width}-s{seed}"
-        run_dir = Path(config.results) / run_id(identity, label)
+        run_dir = Path(config.results) / fit_run_id(config)
         self.recorder = RunRecorder(
             run_dir=run_dir,
             config_yaml=self._parser(self.subcommand).dump(config, skip_none=False),
-            identity=identity,
+            identity=run_identity(config),
             params=flat_params(config),
         )
         callbacks = list(trainer_config.callbacks or [])
@@ -115,7 +121,9 @@ class BenchCLI(LightningCLI):
         if trainer_config.default_root_dir is None:
             kwargs["default_root_dir"] = str(run_dir)
         if trainer_config.logger is None:
-            kwargs["logger"] = make_wandb_logger(run_dir, self.recorder.run_id, flat_params(config))
+            kwargs["logger"] = make_wandb_logger(
+                run_dir, self.recorder.run_id, flat_params(config), group=config.group
+            )
         return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
@@ -132,6 +140,41 @@ class BenchCLI(LightningCLI):
 
     def _subcommand_config(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
+
+
+class _ParseOnlyCLI(BenchCLI):
+    """``BenchCLI`` without subcommands that parses and builds nothing; see ``fit_parser``."""
+
+    @override
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # Raise instead of exiting, so a caller can report which run's arguments failed.
+        return super().init_parser(**kwargs, exit_on_error=False)
+
+    @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Parse nothing now; seed_everything=False also keeps the global seed untouched.
+        self.config = Namespace(seed_everything=False)
+
+    @override
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def fit_parser() -> LightningArgumentParser:
+    """Return a parser of ``python -m bench fit``'s arguments that builds nothing.
+
+    Tools that plan runs (``python -m bench sweep``) parse each run's argument list (without
+    the ``fit`` word) with it and compute ``fit_run_id`` exactly as the run will. Invalid
+    arguments raise ``jsonargparse.ArgumentError`` instead of exiting.
+    """
+    return _ParseOnlyCLI(run=False).parser
+
+
+def fit_run_id(config: Namespace) -> str:
+    """Return the id of the run directory that ``fit`` writes for a parsed config."""
+    model, seed = config.model, config.seed_everything
+    label = f"{model.activation}-{config.remedy}-d{model.depth}-w{model.width}-s{seed}"
+    return run_id(run_identity(config), label)
 
 
 def flat_params(config: Namespace) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import importlib
 BENCHMARKS = {
     "monitor": "bench.benchmarks.monitor_overhead",
     "theory": "bench.benchmarks.theory_speed",
+    "transform": "bench.benchmarks.transform_solve",
+    "jacobian": "bench.benchmarks.jacobian_monitor",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import math
 import shutil
@@ -20,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from typing_extensions import override
 
-from bench.monitors import GradientFlowMonitor, SignalSnapshot
+from bench.monitors import GradientFlowMonitor, JacobianSpectrumMonitor, SignalSnapshot
 from bench.results import (
     CONFIG_FILE,
     RECORD_FILE,
@@ -58,27 +60,56 @@ _DATA_NON_IDENTITY_KEYS = ("data_dir", "num_workers")
 
 
 def run_identity(config: Namespace) -> dict[str, Any]:
-    """Return the part of a parsed config that decides the run's outcome."""
+    """Return the part of a parsed config that decides the run's outcome.
+
+    Constructor arguments left at their defaults are dropped, so adding an argument with a
+    default (a new remedy axis) keeps the ids of earlier runs. Changing a default value
+    therefore does not change ids: such a change needs a new results folder.
+    """
     as_dict = config.clone().as_dict()
     data = dict(as_dict.get("data") or {})
-    if "init_args" in data:
-        data["init_args"] = {
-            key: value
-            for key, value in data["init_args"].items()
-            if key not in _DATA_NON_IDENTITY_KEYS
-        }
-    else:
-        data = {key: value for key, value in data.items() if key not in _DATA_NON_IDENTITY_KEYS}
+    data_args = _without_defaults(data.get("class_path"), data.get("init_args") or {})
+    data["init_args"] = {
+        key: value for key, value in data_args.items() if key not in _DATA_NON_IDENTITY_KEYS
+    }
+    optimizer = dict(as_dict.get("optimizer") or {})
+    if optimizer:
+        optimizer["init_args"] = _without_defaults(
+            optimizer.get("class_path"), optimizer.get("init_args") or {}
+        )
     trainer = as_dict.get("trainer") or {}
     return {
         "remedy": as_dict.get("remedy"),
-        "model": as_dict.get("model"),
+        "model": _without_defaults("models.module.Classifier", as_dict.get("model") or {}),
         "data": data,
-        "optimizer": as_dict.get("optimizer"),
+        "optimizer": optimizer,
         "lr_scheduler": as_dict.get("lr_scheduler"),
         "seed": as_dict.get("seed_everything"),
         "trainer": {key: trainer.get(key) for key in _TRAINER_IDENTITY_KEYS},
     }
+
+
+def _without_defaults(class_path: str | None, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Return ``arguments`` without the entries equal to the class's own defaults."""
+    if not class_path:
+        return dict(arguments)
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        signature = inspect.signature(getattr(importlib.import_module(module_name), class_name))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return dict(arguments)
+    explicit = {}
+    for key, value in arguments.items():
+        parameter = signature.parameters.get(key)
+        has_default = parameter is not None and parameter.default is not inspect.Parameter.empty
+        if not has_default or _normalised(parameter.default) != _normalised(value):
+            explicit[key] = value
+    return explicit
+
+
+def _normalised(value: Any) -> Any:
+    # Configs carry tuples as lists; compare them as lists.
+    return list(value) if isinstance(value, tuple) else value
 
 
 class RunRecorder(pl.Callback):
@@ -151,6 +182,10 @@ class RunRecorder(pl.Callback):
     ) -> None:
         if not self._enabled or not self.record:
             return
+        if isinstance(exception, KeyboardInterrupt):
+            # An interrupted run is unfinished, not failed: its `running` record stays,
+            # so a sweep runs it again instead of skipping it as final.
+            return
         error = "".join(traceback.format_exception_only(type(exception), exception)).strip()
         self._write_final(STATUS_FAILED, trainer, pl_module, {}, error=error)
 
@@ -178,8 +213,11 @@ class RunRecorder(pl.Callback):
     ) -> None:
         self.record = self._final_record(status, trainer, pl_module, test_metrics, error)
         monitor = _find_monitor(trainer)
-        if monitor is not None:
-            write_series(self.run_dir / SERIES_FILE, _series_rows(monitor.series))
+        jacobian = _find_jacobian_monitor(trainer)
+        if monitor is not None or jacobian is not None:
+            rows = _series_rows(monitor.series) if monitor is not None else []
+            rows += _jacobian_rows(jacobian) if jacobian is not None else []
+            write_series(self.run_dir / SERIES_FILE, rows)
         write_json_atomic(self.run_dir / RECORD_FILE, self.record)
         _finish_wandb(trainer, self.record, monitor.series if monitor else [])
 
@@ -204,6 +242,7 @@ class RunRecorder(pl.Callback):
             metrics={key: value for key, value in metrics.items() if math.isfinite(value)}
             | {key: None for key, value in metrics.items() if not math.isfinite(value)},
             signal=signal,
+            jacobian=_jacobian_record(_find_jacobian_monitor(trainer)),
             diverged_at_step=getattr(pl_module, "diverged_at_step", None),
             global_step=trainer.global_step,
             epochs=trainer.current_epoch,
@@ -219,6 +258,30 @@ def _find_monitor(trainer: pl.Trainer) -> GradientFlowMonitor | None:
         if isinstance(callback, GradientFlowMonitor):
             return callback
     return None
+
+
+def _find_jacobian_monitor(trainer: pl.Trainer) -> JacobianSpectrumMonitor | None:
+    for callback in trainer.callbacks:
+        if isinstance(callback, JacobianSpectrumMonitor):
+            return callback
+    return None
+
+
+def _jacobian_record(monitor: JacobianSpectrumMonitor | None) -> dict[str, Any] | None:
+    """Return ``{"init": summary, "end": summary}`` of the Jacobian spectrum, or None."""
+    if monitor is None:
+        return None
+    return {
+        "init": monitor.init.to_dict() if monitor.init is not None else None,
+        "end": monitor.end.to_dict() if monitor.end is not None else None,
+    }
+
+
+def _jacobian_rows(monitor: JacobianSpectrumMonitor) -> list[tuple[int, str, str, float]]:
+    rows = []
+    for snapshot in monitor.series:
+        rows.extend((snapshot.step, key, "", value) for key, value in snapshot.metrics().items())
+    return rows
 
 
 def _snapshot_dict(snapshot: SignalSnapshot | None) -> dict[str, Any] | None:

@@ -1,0 +1,88 @@
+"""JacobianSpectrumMonitor against Jacobians from autograd, and the randomised estimate
+against the exact spectrum."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from bench.monitors import JacobianSpectrumMonitor
+from datamodules import DigitsDataModule
+from models.module import Classifier
+from models.networks import DeepMLP
+
+
+def network(init: str = "xavier") -> DeepMLP:
+    torch.manual_seed(0)
+    return DeepMLP(40, 10, depth=6, width=64, activation="tanh", init=init)
+
+
+def autograd_singular_values(net: DeepMLP, x: torch.Tensor) -> torch.Tensor:
+    def features(row):
+        for layer in net.hidden:
+            row = layer(row)
+        return row
+
+    jacobians = [torch.autograd.functional.jacobian(features, row) for row in x]
+    return torch.cat([torch.linalg.svdvals(jacobian) for jacobian in jacobians])
+
+
+def test_monitor_exact_spectrum_matches_autograd():
+    net = network()
+    x = torch.randn(8, 40)
+    snapshot = JacobianSpectrumMonitor().measure(net, x)
+    expected = autograd_singular_values(net, x)
+    assert snapshot.method == "exact"
+    torch.testing.assert_close(
+        torch.tensor(snapshot.singular_values), expected, rtol=1e-4, atol=1e-6
+    )
+    assert snapshot.sv_mean == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert snapshot.sv_std == pytest.approx(expected.std(correction=0).item(), rel=1e-4)
+    assert snapshot.sv_max == pytest.approx(expected.max().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("init", ["xavier", "orthogonal"])
+def test_monitor_lanczos_estimate_matches_exact(init):
+    net = network(init)
+    x = torch.randn(64, 40)
+    exact = JacobianSpectrumMonitor().measure(net, x)
+    torch.manual_seed(1)
+    # 20 Lanczos steps on a 40 x 40 Gram matrix: a real estimate, not the full basis.
+    estimate = JacobianSpectrumMonitor(exact_max_width=0, lanczos_steps=20).measure(net, x)
+    assert estimate.method == "lanczos"
+    assert estimate.singular_values is None
+    assert estimate.sv_mean == pytest.approx(exact.sv_mean, rel=0.05)
+    assert estimate.sv_std == pytest.approx(exact.sv_std, rel=0.15)
+    # The largest Ritz value approaches the largest singular value from below.
+    assert estimate.sv_max <= exact.sv_max * (1 + 1e-4)
+    assert estimate.sv_max == pytest.approx(exact.sv_max, rel=0.05)
+
+
+def test_monitor_samples_init_every_n_and_end():
+    torch.manual_seed(0)
+    model = Classifier(activation="tanh", depth=4, width=16, input_dim=64)
+    model.configure_optimizers = lambda: torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = JacobianSpectrumMonitor(every_n_steps=3, probe_size=5)
+    trainer = pl.Trainer(
+        max_steps=7,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[monitor],
+    )
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=50, seed=0))
+    assert [snapshot.step for snapshot in monitor.series] == [0, 3, 6, 7]
+    assert monitor.init is monitor.series[0]
+    assert monitor.end is monitor.series[-1]
+    assert len(monitor.init.singular_values) == 5 * 16
+    assert model.training
+
+
+def test_monitor_rejects_bad_settings():
+    with pytest.raises(ValueError, match="every_n_steps must be >= 1, got 0"):
+        JacobianSpectrumMonitor(every_n_steps=0)
+    with pytest.raises(ValueError, match="probe_size must be >= 1, got 0"):
+        JacobianSpectrumMonitor(probe_size=0)

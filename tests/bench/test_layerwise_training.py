@@ -1,0 +1,128 @@
+"""Measured training outcomes on MNIST-1D: layerwise optimisers on a deep sigmoid network,
+and the Jacobian spread with and without a Jacobian regulariser."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import yaml
+
+from bench.__main__ import main
+from bench.monitors import JacobianSpectrumMonitor
+from bench.results import read_series
+from datamodules import MNIST1DDataModule
+from models import optim
+from models.module import Classifier
+
+PRESETS = Path(__file__).parents[2] / "bench" / "configs" / "remedies"
+
+
+def train(data_dir: str, model: Classifier, make_optimizer, epochs: int, callbacks=()):
+    model.configure_optimizers = lambda: make_optimizer(model.parameters())
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=list(callbacks),
+    )
+    data = MNIST1DDataModule(data_dir=data_dir)
+    trainer.fit(model, datamodule=data)
+    return trainer.validate(model, datamodule=data, verbose=False)[0]["val/acc"]
+
+
+def preset_optimizer(name: str):
+    """Return a factory for the optimiser that the remedy preset ``name`` configures."""
+    config = yaml.safe_load((PRESETS / f"{name}.yaml").read_text())["optimizer"]
+    optimizer_class = getattr(optim, config["class_path"].rsplit(".", 1)[-1])
+    return lambda params: optimizer_class(params, **config["init_args"])
+
+
+# NOTE: this test fails today. In pilot runs (seed 0, 8 to 30 epochs, several learning
+# rates) every optimiser stayed at chance, because at depth 30 the sigmoid network's last
+# hidden layer differs across examples only at float32 rounding level (relative spread
+# 2e-8, Jacobian mean singular value 4e-19), so the forward pass has lost the input.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lars", "block_normalized", "depth_scaled"])
+def test_layerwise_optimizer_trains_deep_sigmoid(data_dir, name):
+    pl.seed_everything(0)
+    baseline = Classifier(activation="sigmoid", depth=30, width=128, init="xavier")
+    sgd_accuracy = train(
+        data_dir, baseline, lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), epochs=10
+    )
+    pl.seed_everything(0)
+    model = Classifier(activation="sigmoid", depth=30, width=128, init="xavier")
+    accuracy = train(data_dir, model, preset_optimizer(name), epochs=10)
+    assert sgd_accuracy < 0.15  # chance is 0.10 on ten balanced classes
+    assert accuracy > 0.3
+
+
+def spread(snapshot) -> float:
+    """Spread of the Jacobian's singular values: max over mean, scale-free unlike sv_std."""
+    return snapshot.sv_max / snapshot.sv_mean
+
+
+def test_jacobian_regularizer_keeps_spread(data_dir):
+    spreads = {}
+    for regularizer, weight in (("none", None), ("jacobian", 0.1)):
+        pl.seed_everything(0)
+        model = Classifier(
+            activation="tanh",
+            depth=10,
+            width=64,
+            init="orthogonal",
+            regularizer=regularizer,
+            regularizer_weight=weight,
+        )
+        monitor = JacobianSpectrumMonitor(every_n_steps=1000, probe_size=16)
+        train(data_dir, model, lambda p: torch.optim.Adam(p, lr=3e-3), 4, [monitor])
+        spreads[regularizer] = (spread(monitor.init), spread(monitor.end))
+    # Measured (seed 0): no penalty 2.2 -> 33; with the penalty 2.2 -> 2.7.
+    init, end = spreads["none"]
+    assert end > 5 * init
+    init, end = spreads["jacobian"]
+    assert end < 1.5 * init
+
+
+def test_fit_records_jacobian_summary_and_series(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench"])
+    results = tmp_path / "runs"
+    code = main(
+        [
+            "fit",
+            f"--results={results}",
+            f"--data.data_dir={data_dir}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--trainer.enable_checkpointing=false",
+            f"--config={PRESETS / 'orthogonality.yaml'}",
+            "--model.depth=4",
+            "--model.width=16",
+            "--trainer.max_epochs=1",
+            "--jacobian.every_n_steps=10",
+            "--jacobian.probe_size=4",
+        ]
+    )
+    assert code == 0
+    (record_path,) = results.glob("*/record.json")
+    record = json.loads(record_path.read_text())
+    for moment in ("init", "end"):
+        summary = record["jacobian"][moment]
+        assert set(summary) >= {"sv_mean", "sv_std", "sv_max", "singular_values"}
+        assert len(summary["singular_values"]) == 4 * 16
+        assert summary["sv_max"] >= summary["sv_mean"] > 0
+    series = read_series(record_path.parent)
+    jacobian = series[series["quantity"].str.startswith("jacobian/")]
+    assert set(jacobian["quantity"]) == {"jacobian/sv_mean", "jacobian/sv_std", "jacobian/sv_max"}
+    assert set(jacobian["layer"]) == {""}
+    steps = sorted(jacobian["step"].unique())
+    assert steps[:2] == [0, 10]
+    assert steps[-1] == record["global_step"]
+    assert record["metrics"]["train/reg_loss"] > 0
