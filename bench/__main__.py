@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench {fit,validate,test,theory,perf} ...``."""
+"""Entry point: ``python -m bench {fit,validate,test,sweep,report,theory,perf} ...``."""
 
 from __future__ import annotations
 
@@ -12,10 +12,18 @@ def main(argv: list[str] | None = None) -> int:
         from bench.theory import main as theory_main
 
         return theory_main(arguments[1:])
+    if command == "sweep":
+        from bench.sweep import main as sweep_main
+
+        return sweep_main(arguments[1:])
     if command == "perf":
         from bench.perf import main as perf_main
 
         return perf_main(arguments[1:])
+    if command == "report":
+        from bench.report import main as report_main
+
+        return report_main(arguments[1:])
 
     from bench.cli import BenchCLI, ConfigError
 

@@ -30,13 +30,16 @@ def has_wandb_credentials() -> bool:
         return False
 
 
-def make_wandb_logger(run_dir: Path, name: str, params: dict[str, Any]) -> WandbLogger:
+def make_wandb_logger(
+    run_dir: Path, name: str, params: dict[str, Any], group: str | None = None
+) -> WandbLogger:
     """Create a W&B logger whose files live in the run directory.
 
     Args:
         run_dir: the run's directory; W&B writes under ``run_dir/wandb``.
         name: the W&B run name (the suite's run id).
         params: flat config keys W&B dashboards group by.
+        group: the W&B run group (a sweep's name), or None for no group.
     """
     offline = "WANDB_MODE" not in os.environ and not has_wandb_credentials()
     return WandbLogger(
@@ -45,5 +48,6 @@ def make_wandb_logger(run_dir: Path, name: str, params: dict[str, Any]) -> Wandb
         project=os.environ.get("WANDB_PROJECT", PROJECT),
         offline=offline,
         config=params,
+        group=group,
         log_model=False,
     )
