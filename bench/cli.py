@@ -102,6 +102,7 @@ class BenchCLI(LightningCLI):
                 kwargs["logger"] = False
             return super().instantiate_trainer(**kwargs)
 
+        _check_training_length(trainer_config)
         run_dir = Path(config.results) / fit_run_id(config)
         self.recorder = RunRecorder(
             run_dir=run_dir,
@@ -175,6 +176,16 @@ def fit_run_id(config: Namespace) -> str:
     model, seed = config.model, config.seed_everything
     label = f"{model.activation}-{config.remedy}-d{model.depth}-w{model.width}-s{seed}"
     return run_id(run_identity(config), label)
+
+
+def _check_training_length(trainer_config: Namespace) -> None:
+    """Raise ValueError for a fit that would train no step and still record a result."""
+    for key in ("max_epochs", "max_steps"):
+        if getattr(trainer_config, key) == 0:
+            raise ValueError(
+                f"trainer.{key} = 0 trains no step, and the run would be recorded as completed "
+                f"untrained; pass --trainer.{key} 1 or more (-1 for max_steps means no limit)"
+            )
 
 
 def flat_params(config: Namespace) -> dict[str, Any]:

@@ -64,6 +64,9 @@ def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
             json.dump(payload, stream, indent=2, sort_keys=True, default=_json_default)
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp creates the file readable by its owner only; a shared results folder
+        # needs the usual permissions.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -36,13 +36,20 @@ class Classifier(pl.LightningModule):
         width: units per hidden layer.
         init: weight initialisation name.
         bias: whether linear layers carry a bias.
-        transform, transform_target, residual, residual_branch, norm: the
-            remedies of ``models.networks.DeepMLP`` (activation transform, residual blocks,
-            normalisation), passed through unchanged.
-        sigma_b2, q_star: init options of ``models.networks.DeepMLP`` (bias variance of
-            ``critical`` and of the q* that norm ``agnostic_batch`` holds, fixed point of
-            ``critical_orthogonal``). Data-driven inits (lsuv,
-            rbf_data) run in ``on_fit_start`` on the first training examples.
+        transform: activation transform: ``none``, ``dks`` or ``tat`` (phi becomes
+            gamma * (phi(alpha x + beta) + delta), solved for this network).
+        transform_target: DKS's network C'(1) (zeta, default 1.5) or TAT's network C''(1)
+            (tau, default 0.3); None takes the default.
+        residual: ``none``, ``fixed`` (branch scaled by 1/sqrt(blocks)), ``skipinit`` or
+            ``rezero`` (learnable branch scale starting at 0).
+        residual_branch: hidden layers per residual branch, 1 or 2.
+        norm: ``none``, ``batch``, ``layer``, ``weight``, ``scaled_ws`` or
+            ``agnostic_batch`` (pre-activations held at phi's critical moments).
+        sigma_b2: bias variance of init ``critical``, which also sets the critical point
+            that norm ``agnostic_batch`` holds.
+        q_star: fixed point q* of init ``critical_orthogonal``; None takes its default.
+            Data-driven inits (lsuv, rbf_data) run in ``on_fit_start`` on the first
+            training examples.
         input_dim: input features; the CLI links it from the datamodule.
         num_classes: number of classes; the CLI links it from the datamodule.
         divergence_factor: multiple of the chance-level loss above which the run counts as

@@ -3,7 +3,7 @@
 A run counts as done when its record has a final status: ``completed``, ``diverged`` or
 ``failed``. A ``failed`` run reruns only with ``--retry-failed``, since most failures
 (an invalid setting, an error in a user function) repeat. A run whose record still has
-status ``running``, because its process was killed, runs again in a new directory.
+status ``running``, because its process was killed, runs again: its directory is replaced.
 """
 
 from __future__ import annotations

@@ -96,7 +96,10 @@ def load_grid(spec: str | Path) -> Grid:
             f"grid {str(spec)!r} not found: give a YAML file or one of the shipped grids "
             f"{', '.join(grid_names())}"
         )
-    content = yaml.safe_load(path.read_text())
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"grid {path} is not valid YAML: {error}") from error
     if not isinstance(content, Mapping):
         raise ValueError(f"grid {path}: expected a mapping with keys {', '.join(GRID_KEYS)}")
     return grid_from_dict(content, path)

@@ -208,7 +208,8 @@ def critical_point(nonlinearity: Nonlinearity, sigma_b2: float = 0.0) -> Critica
     except ValueError as error:
         raise ValueError(
             f"init 'critical': activation {nonlinearity.name!r} has no critical point at "
-            f"sigma_b2 = {sigma_b2:g} ({error}); try another sigma_b2 (python -m bench theory "
+            f"sigma_b2 = {sigma_b2:g}, because chi_1 < 1 at every fixed point q* searched; try "
+            f"another sigma_b2 (python -m bench theory "
             f"--activation {nonlinearity.name} lists them), or init lsuv, which needs no "
             "critical point"
         ) from error

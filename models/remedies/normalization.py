@@ -77,7 +77,9 @@ def critical_moments(nonlinearity: Nonlinearity, sigma_b2: float) -> tuple[float
     except ValueError as error:
         raise ValueError(
             f"norm 'agnostic_batch' with activation {name!r} at sigma_b2 = {sigma_b2:g} "
-            f"is invalid: {error}"
+            "is invalid: the activation has no critical point there (chi_1 < 1 at every "
+            "fixed point q* searched), so there are no critical moments to hold; try another "
+            "sigma_b2 (python -m bench theory lists them) or norm batch or layer"
         ) from error
     q = float(q_star(phi, sigma_w2, sigma_b2))
     if not q > 1e-8:

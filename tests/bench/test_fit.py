@@ -174,6 +174,7 @@ def test_fit_user_activation_import_path(tmp_path, data_dir, monkeypatch):
         (["--model.depth=0"], "depth must be a positive integer"),
         (["--model.width=-3"], "width must be a positive integer"),
         (["--model.activation=nosuch.module:f"], "module 'nosuch.module' cannot be imported"),
+        (["--trainer.max_epochs=0"], "trainer.max_epochs = 0 trains no step"),
     ],
 )
 def test_fit_bad_input_clear_error(tmp_path, data_dir, capsys, args, message):
@@ -194,6 +195,22 @@ def test_fit_unwritable_data_dir(tmp_path, capsys):
     assert "data_dir" in err
     assert "--data.data_dir" in err
     assert not results.exists()
+
+
+def test_bench_usage_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "sweep", "report", "theory", "perf"):
+        assert f"\n  {command} " in usage, command
+    assert main(["nosuch"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown command 'nosuch'")
+
+
+def test_fit_record_readable_by_group(tmp_path, data_dir):
+    results = tmp_path / "runs"
+    fit(results, data_dir, "--model.depth=2", "--model.width=8", "--trainer.max_epochs=1")
+    (record_path,) = results.glob("*/record.json")
+    assert record_path.stat().st_mode & 0o777 == 0o644
 
 
 def test_fit_bad_input_exit_code_from_shell(tmp_path):

@@ -263,6 +263,15 @@ def test_sweep_rejects_invalid_grid(tmp_path, data_dir, capsys, axes, message):
     assert not results.exists()
 
 
+def test_sweep_unreadable_grid_yaml(tmp_path, capsys):
+    grid = tmp_path / "broken.yaml"
+    grid.write_text("axes: [1, 2")
+    assert main([str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: grid {grid} is not valid YAML")
+    assert "Traceback" not in err
+
+
 def test_sweep_unknown_grid_name(capsys):
     assert main(["nosuchgrid"]) == 2
     err = capsys.readouterr().err
