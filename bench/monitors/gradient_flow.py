@@ -242,7 +242,9 @@ class GradientFlowMonitor(pl.Callback):
         )
 
     def _record_activation(self, module: Activation, inputs: tuple[Tensor, ...], output: Tensor):
-        if self._capture is None:
+        # Only the first forward pass of a step is measured: a regulariser that runs the
+        # network again (the Jacobian penalty) must not add a second set of sites.
+        if self._capture is None or len(self._capture.q) >= len(self._handles):
             return
         h = module.preactivation(inputs[0]).detach()
         self._capture.q.append(h.float().pow(2).mean())

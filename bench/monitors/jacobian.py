@@ -93,7 +93,12 @@ def exact_singular_values(function: Callable[[Tensor], Tensor], x: Tensor) -> Te
     out_dim = function(x[:1]).shape[1]
     # Forward mode costs one pass per input dimension, reverse mode one per output.
     jacobian = jacfwd(single) if x.shape[1] <= out_dim else jacrev(single)
-    return torch.linalg.svdvals(vmap(jacobian)(x))
+    matrices = vmap(jacobian)(x)
+    if not torch.isfinite(matrices).all():
+        # A network whose forward pass overflows (a diverging run, or batch norm in eval
+        # mode with degenerate running statistics) has no spectrum; the SVD would raise.
+        return torch.full((x.shape[0], min(x.shape[1], out_dim)), float("nan"))
+    return torch.linalg.svdvals(matrices)
 
 
 def lanczos_estimate(
@@ -273,7 +278,8 @@ class JacobianSpectrumMonitor(pl.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(snapshot.metrics(), step=trainer.global_step)
-                if isinstance(logger, WandbLogger) and snapshot.singular_values is not None:
+                finite = math.isfinite(snapshot.sv_mean)
+                if isinstance(logger, WandbLogger) and snapshot.singular_values and finite:
                     _log_histogram(logger, snapshot)
         return snapshot
 

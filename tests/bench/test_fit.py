@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
+from bench.configs import remedy_path
 from bench.results import read_records, read_series
 
 
@@ -285,3 +286,23 @@ def test_fit_wandb_offline_run(tmp_path, data_dir):
         assert metric.encode() in content, metric
     assert b'"tanh"' in content
     assert b"signal_charts/grad_norm" in content
+
+
+def test_fit_jacobian_regularizer_with_monitors(tmp_path, data_dir):
+    """The Jacobian penalty runs the network a second time per step; the monitor measures
+    only the first pass, so the per-layer statistics keep one value per layer."""
+    results = tmp_path / "runs"
+    preset = remedy_path("jacobian_reg")
+    code = fit(
+        results,
+        data_dir,
+        f"--config={preset}",
+        "--model.depth=4",
+        "--model.width=16",
+        "--trainer.max_epochs=1",
+        "--monitor.every_n_steps=5",
+    )
+    assert code == 0
+    record = only_record(results)
+    assert record["status"] == "completed"
+    assert len(record["signal"]["end"]["q"]) == 3

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench.monitors import JacobianSpectrumMonitor
+from bench.monitors.jacobian import exact_singular_values
 from datamodules import DigitsDataModule
 from models.module import Classifier
 from models.networks import DeepMLP
@@ -86,3 +87,12 @@ def test_monitor_rejects_bad_settings():
         JacobianSpectrumMonitor(every_n_steps=0)
     with pytest.raises(ValueError, match="probe_size must be >= 1, got 0"):
         JacobianSpectrumMonitor(probe_size=0)
+
+
+def test_exact_singular_values_non_finite_jacobian():
+    def overflowing(x):
+        return torch.exp(1e4 * x)
+
+    values = exact_singular_values(overflowing, torch.ones(3, 4))
+    assert values.shape == (3, 4)
+    assert torch.isnan(values).all()
