@@ -106,6 +106,7 @@ class Classifier(pl.LightningModule):
         )
         self.loss_fn = nn.CrossEntropyLoss()
         self.regularizer = Regularizer(regularizer, regularizer_weight)
+        self.regularizer.check_network(self.network)
         self.accuracy = nn.ModuleDict(
             {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in STAGES}
         )

@@ -96,7 +96,7 @@ def exact_singular_values(function: Callable[[Tensor], Tensor], x: Tensor) -> Te
     matrices = vmap(jacobian)(x)
     if not torch.isfinite(matrices).all():
         # A network whose forward pass overflows (a diverging run, or batch norm in eval
-        # mode with degenerate running statistics) has no spectrum; the SVD would raise.
+        # mode with degenerate running statistics) has no spectrum, and the SVD would raise.
         return torch.full((x.shape[0], min(x.shape[1], out_dim)), float("nan"))
     return torch.linalg.svdvals(matrices)
 

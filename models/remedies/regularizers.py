@@ -135,6 +135,19 @@ class Regularizer:
     def adds_penalty(self) -> bool:
         return self.name in (ORTHOGONALITY, JACOBIAN)
 
+    def check_network(self, network: nn.Module) -> None:
+        """Raise ValueError when this regulariser has nothing to act on in ``network``.
+
+        The orthogonality penalty acts on hidden linear weights, which an RBF network (its
+        hidden weights are centres) does not have.
+        """
+        if self.name == ORTHOGONALITY and not _hidden_linear_weights(network):
+            raise ValueError(
+                "regularizer 'orthogonality' needs hidden linear layers, and this network has "
+                "none (an rbf network's hidden weights are centres); use regularizer jacobian "
+                "or none"
+            )
+
     def penalty(self, network: nn.Module, x: Tensor) -> Tensor | None:
         """Return the weighted penalty for this batch, or None for a non-penalty choice."""
         if self.name == ORTHOGONALITY:

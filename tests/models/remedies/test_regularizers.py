@@ -123,3 +123,9 @@ def test_regularizer_rejects_zero_agc_factor():
 def test_hidden_features_rejects_plain_module():
     with pytest.raises(TypeError, match="neither features"):
         hidden_features(nn.Linear(2, 2), torch.randn(1, 2))
+
+
+def test_regularizer_orthogonality_rejects_rbf_network():
+    network = DeepMLP(input_dim=6, num_classes=3, depth=3, width=5, activation="rbf")
+    with pytest.raises(ValueError, match="needs hidden linear layers"):
+        Regularizer("orthogonality").check_network(network)
