@@ -15,13 +15,6 @@ from bench.__main__ import main
 from bench.configs import remedy_path
 from bench.results import read_records, read_series
 
-
-@pytest.fixture(autouse=True)
-def plain_argv(monkeypatch):
-    """LightningCLI warns when sys.argv carries pytest's own arguments beside ``args``."""
-    monkeypatch.setattr(sys, "argv", ["bench"])
-
-
 QUIET = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",

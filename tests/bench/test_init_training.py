@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 import lightning.pytorch as pl
 import pytest
 import torch
 
-from bench.__main__ import main
 from datamodules import MNIST1DDataModule
 from models.module import Classifier
 from models.remedies.init import LSUV_TOLERANCE
-
-
-@pytest.fixture(autouse=True)
-def plain_argv(monkeypatch):
-    """LightningCLI warns when sys.argv carries pytest's own arguments beside ``args``."""
-    monkeypatch.setattr(sys, "argv", ["bench"])
-
-
-def fit(results: Path, data_dir: str, *args: str) -> dict:
-    argv = [
-        "fit",
-        f"--results={results}",
-        f"--data.data_dir={data_dir}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.enable_checkpointing=false",
-        "--trainer.logger=false",
-        *args,
-    ]
-    assert main(argv) == 0
-    records = sorted(results.glob("*/record.json"), key=lambda path: path.stat().st_mtime)
-    return json.loads(records[-1].read_text())
-
+from tests.bench.runs import fit_record
 
 TINY = [
     "--model.depth=4",
@@ -52,7 +25,7 @@ TINY = [
     [("critical", "tanh"), ("critical_orthogonal", "gaussian"), ("lsuv", "sigmoid")],
 )
 def test_init_preset_runs(preset, activation, tmp_path, data_dir):
-    record = fit(
+    record = fit_record(
         tmp_path,
         data_dir,
         f"--model.activation={activation}",
@@ -65,7 +38,7 @@ def test_init_preset_runs(preset, activation, tmp_path, data_dir):
 
 
 def test_rbf_data_preset_places_centres(tmp_path, data_dir):
-    record = fit(
+    record = fit_record(
         tmp_path,
         data_dir,
         "--model.activation=rbf",
@@ -80,7 +53,7 @@ def test_rbf_data_preset_places_centres(tmp_path, data_dir):
 
 
 def test_lsuv_preset_unit_variance_at_init(tmp_path, data_dir):
-    record = fit(
+    record = fit_record(
         tmp_path,
         data_dir,
         "--model.activation=tanh",
@@ -153,8 +126,8 @@ SMALL = [
 
 
 def test_critical_orthogonal_tanh_beats_xavier(tmp_path, data_dir):
-    baseline = fit(tmp_path, data_dir, *SMALL)
-    remedy = fit(
+    baseline = fit_record(tmp_path, data_dir, *SMALL)
+    remedy = fit_record(
         tmp_path, data_dir, *SMALL, "--config=bench/configs/remedies/critical_orthogonal.yaml"
     )
     # Measured at this size, one seed, SGD lr 0.01: xavier 0.267, critical_orthogonal 0.318
@@ -177,8 +150,8 @@ def test_critical_orthogonal_tanh_beats_xavier_at_pilot_size(tmp_path, data_dir)
         "--trainer.max_epochs=20",
         "--optimizer.lr=1e-3",
     ]
-    baseline = fit(tmp_path, data_dir, *pilot)
-    remedy = fit(
+    baseline = fit_record(tmp_path, data_dir, *pilot)
+    remedy = fit_record(
         tmp_path, data_dir, *pilot, "--config=bench/configs/remedies/critical_orthogonal.yaml"
     )
     assert remedy["metrics"]["test/acc"] > baseline["metrics"]["test/acc"] + 0.1

@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
 
-from bench.__main__ import main
 from bench.configs import remedy_path
 from bench.results import read_series
 from models.activations import resolve
 from models.remedies.normalization import critical_moments
-
-
-@pytest.fixture(autouse=True)
-def plain_argv(monkeypatch):
-    """LightningCLI warns when sys.argv carries pytest's own arguments beside ``args``."""
-    monkeypatch.setattr(sys, "argv", ["bench"])
-
-
-def fit(results: Path, data_dir: str, *args: str) -> dict:
-    argv = [
-        "fit",
-        f"--results={results}",
-        f"--data.data_dir={data_dir}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.enable_checkpointing=false",
-        "--trainer.logger=false",
-        *args,
-    ]
-    assert main(argv) == 0
-    records = sorted(results.glob("*/record.json"), key=lambda path: path.stat().st_mtime)
-    return json.loads(records[-1].read_text())
-
+from tests.bench.runs import fit_record
 
 # A depth-20 network trained for 3 epochs on 2,000 MNIST-1D examples (60 SGD steps): deep
 # enough that sigmoid and the Gaussian stay at chance under xavier, and short enough that
@@ -57,7 +30,9 @@ def xavier_baseline(tmp_path_factory, data_dir):
     def baseline(activation: str) -> dict:
         if activation not in records:
             results = tmp_path_factory.mktemp(f"xavier_{activation}")
-            records[activation] = fit(results, data_dir, f"--model.activation={activation}", *SMALL)
+            records[activation] = fit_record(
+                results, data_dir, f"--model.activation={activation}", *SMALL
+            )
         return records[activation]
 
     return baseline
@@ -128,7 +103,7 @@ def test_remedy_beats_xavier(activation, remedy, margin, tmp_path, data_dir, xav
     = 3.6 puts the Gaussian in the chaotic phase (gradient ratio 5e2 at init).
     """
     baseline = xavier_baseline(activation)
-    record = fit(
+    record = fit_record(
         tmp_path,
         data_dir,
         f"--model.activation={activation}",
@@ -140,7 +115,7 @@ def test_remedy_beats_xavier(activation, remedy, margin, tmp_path, data_dir, xav
 
 
 def test_agnostic_batch_holds_q_during_training(tmp_path, data_dir):
-    record = fit(
+    record = fit_record(
         tmp_path,
         data_dir,
         "--model.activation=tanh",
@@ -175,6 +150,6 @@ def test_remedy_beats_xavier_at_pilot_size(activation, preset, tmp_path, data_di
         "--optimizer.lr=1e-3",
         f"--model.activation={activation}",
     ]
-    baseline = fit(tmp_path, data_dir, *pilot)
-    remedy = fit(tmp_path, data_dir, *pilot, f"--config={remedy_path(preset)}")
+    baseline = fit_record(tmp_path, data_dir, *pilot)
+    remedy = fit_record(tmp_path, data_dir, *pilot, f"--config={remedy_path(preset)}")
     assert remedy["metrics"]["test/acc"] > baseline["metrics"]["test/acc"] + 0.1

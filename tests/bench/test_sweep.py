@@ -22,12 +22,6 @@ from bench.sweep.status import is_done
 SWEEP = [sys.executable, "-m", "bench", "sweep"]
 
 
-@pytest.fixture(autouse=True)
-def plain_argv(monkeypatch):
-    """The fit parser warns when sys.argv carries pytest's own arguments."""
-    monkeypatch.setattr(sys, "argv", ["bench"])
-
-
 def write_grid(path: Path, data_dir: str, axes: dict, **fixed) -> Path:
     """Write a grid of tiny MNIST-1D runs that share the session's data cache."""
     settings = {
