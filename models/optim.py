@@ -3,7 +3,7 @@
 LightningCLI builds an optimiser from ``--optimizer`` with ``model.parameters()`` as the
 first argument, so every class here works on a flat parameter list. A tensor with two or
 more dimensions is a layer's weight; a 1-d tensor (bias, gain) belongs to a layer but is
-handled as each paper says.
+handled as each paper specifies.
 
 - ``LARS`` and ``LAMB`` wrap timm's ``timm.optim.Lars`` and ``timm.optim.Lamb``
   (timm 1.0): You et al. 2017, "Large Batch Training of Convolutional Networks",
@@ -182,7 +182,7 @@ class _GradientScaledSGD(SGD):
     """SGD with momentum on gradients that a subclass rescales per tensor first.
 
     NOTE: the rescaled gradient replaces ``param.grad`` in place, so code that reads
-    ``.grad`` after ``step()`` sees the scaled value.
+    ``.grad`` after ``step()`` reads the scaled value.
     """
 
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float) -> None:

@@ -50,7 +50,7 @@ LANCZOS = "lanczos"
 class JacobianSnapshot:
     """Singular-value statistics of the Jacobian at one optimiser step.
 
-    ``singular_values`` holds the pooled spectrum when it was computed exactly, else None.
+    ``singular_values`` contains the pooled spectrum when it was computed exactly, else None.
     """
 
     step: int
