@@ -8,14 +8,17 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, instantiate_class
 from torch.optim import Optimizer
 from typing_extensions import override
 
@@ -26,6 +29,14 @@ from bench.wandb_logger import make_wandb_logger
 from models.module import Classifier
 
 log = logging.getLogger(__name__)
+# The seed is part of every run's record and summary; Lightning's own line about it would
+# otherwise come before any configuration error.
+logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+
+SHORT_USAGE = (
+    "usage: python -m bench {command} [--config FILE] [--model.KEY VALUE] [--data.KEY VALUE] "
+    "[--optimizer.KEY VALUE] [--trainer.KEY VALUE] ...\n"
+)
 
 
 class ConfigError(ValueError):
@@ -35,6 +46,18 @@ class ConfigError(ValueError):
 DEFAULT_DATA = {"class_path": "datamodules.MNIST1DDataModule"}
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.01, "momentum": 0.9}}
 TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "log_every_n_steps": 10}
+
+
+class BenchArgumentParser(LightningArgumentParser):
+    """``LightningArgumentParser`` whose usage line on an argument error is one line.
+
+    The full usage lists every Trainer option and would push the error message off screen;
+    ``--help`` still prints all of them.
+    """
+
+    def print_usage(self, file: Any = None) -> None:
+        command = self.prog.split()[-1] if self.prog else "fit"
+        (file or sys.stderr).write(SHORT_USAGE.format(command=command))
 
 
 class BenchCLI(LightningCLI):
@@ -52,10 +75,14 @@ class BenchCLI(LightningCLI):
             Classifier,
             LightningDataModule,
             subclass_mode_data=True,
+            parser_class=BenchArgumentParser,
             seed_everything_default=0,
             trainer_defaults=TRAINER_DEFAULTS,
             save_config_callback=None,
-            parser_kwargs={"description": "Train deep networks with saturating nonlinearities."},
+            parser_kwargs={
+                "prog": "python -m bench",
+                "description": "Train deep networks with saturating nonlinearities.",
+            },
             args=args,
             run=run,
         )
@@ -89,10 +116,11 @@ class BenchCLI(LightningCLI):
         parser.set_defaults({"optimizer": DEFAULT_OPTIMIZER, "data": DEFAULT_DATA})
 
     def instantiate_classes(self) -> None:
+        _check_optimizer(self._subcommand_config().optimizer)
         try:
             super().instantiate_classes()
         except ValueError as error:
-            raise ConfigError(str(error)) from error
+            raise ConfigError(_union_reason(str(error))) from error
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._subcommand_config()
@@ -186,6 +214,54 @@ def _check_training_length(trainer_config: Namespace) -> None:
                 f"trainer.{key} = 0 trains no step, and the run would be recorded as completed "
                 f"untrained; pass --trainer.{key} 1 or more (-1 for max_steps means no limit)"
             )
+
+
+def _check_optimizer(optimizer: Namespace | dict[str, Any] | None) -> None:
+    """Raise ConfigError naming the flag when the optimiser rejects its arguments."""
+    if not optimizer:
+        return
+    try:
+        instantiate_class(([torch.zeros(1, requires_grad=True)],), optimizer)
+    except (ValueError, TypeError) as error:
+        class_path = optimizer.get("class_path")
+        raise ConfigError(
+            f"--optimizer {class_path} rejected its arguments: {error}; "
+            f"change that --optimizer.KEY value ({_changed_arguments(optimizer)})"
+        ) from error
+
+
+def _changed_arguments(optimizer: Namespace | dict[str, Any]) -> str:
+    """Return the optimiser's arguments that differ from its class defaults, as flags."""
+    module_name, _, class_name = str(optimizer.get("class_path")).rpartition(".")
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(
+            getattr(importlib.import_module(module_name), class_name)
+        ).parameters.items()
+    }
+    init_args = optimizer.get("init_args") or {}
+    changed = [
+        f"--optimizer.{key} {value}"
+        for key, value in dict(init_args).items()
+        if key not in defaults or defaults[key] != value
+    ]
+    return ", ".join(changed) or "all at their defaults"
+
+
+def _union_reason(message: str) -> str:
+    """Return the reason inside jsonargparse's report that no type of a union accepted a value.
+
+    ``--data`` accepts a datamodule or null, so a datamodule that raises is reported once per
+    type; the datamodule's own message names the fix.
+    """
+    if "Does not validate against any of the Union subtypes" not in message:
+        return message
+    reasons = [
+        line.strip()[2:]
+        for line in message.splitlines()
+        if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line
+    ]
+    return reasons[0] if reasons else message
 
 
 def flat_params(config: Namespace) -> dict[str, Any]:

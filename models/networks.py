@@ -7,22 +7,57 @@ from torch.nn.utils import parametrize
 
 from models.activations import RBF, Activation, Nonlinearity, resolve
 from models.layers import RBFDistance
-from models.remedies.init import DATA_DRIVEN, apply_init, check_init, init_from_data
+from models.remedies.init import (
+    DATA_DRIVEN,
+    apply_init,
+    check_init,
+    check_init_name,
+    init_from_data,
+)
 from models.remedies.normalization import (
     WEIGHT_NORMS,
     WeightView,
     check_norm,
+    check_norm_name,
     make_norm,
     reparametrize_weight,
     scaled_ws_gain,
 )
 from models.remedies.residual import ResidualBlock, check_residual, shaping_scale2
-from models.remedies.transforms import NetworkShape, check_method, shape_activations
+from models.remedies.transforms import (
+    NetworkShape,
+    check_method,
+    check_method_name,
+    shape_activations,
+)
 
 
 def _check_positive_int(name: str, value: object, meaning: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer ({meaning}), got {value!r}")
+
+
+def check_settings(
+    depth: int,
+    width: int,
+    init: str = "xavier",
+    transform: str = "none",
+    residual: str = "none",
+    residual_branch: int = 1,
+    norm: str = "none",
+) -> None:
+    """Raise ValueError for a setting that is invalid whatever the activation.
+
+    These checks solve no theory and build nothing, so a sweep applies them to every run of
+    its grid before the first one starts. Checks of a remedy against the activation run when
+    ``DeepMLP`` is built.
+    """
+    _check_positive_int("depth", depth, "the number of weight layers")
+    _check_positive_int("width", width, "units per hidden layer")
+    check_init_name(init)
+    check_method_name(transform)
+    check_norm_name(norm)
+    check_residual(residual, residual_branch, depth)
 
 
 class HiddenLayer(nn.Module):
@@ -82,9 +117,9 @@ class DeepMLP(nn.Module):
         norm: ``none``, ``batch``, ``layer``, ``weight``, ``scaled_ws`` or ``agnostic_batch``
             (``models.remedies.normalization``), in every hidden layer; the readout is plain.
         sigma_b2: bias variance of init ``critical``, which solves the critical sigma_w2 at
-            it; other inits set their own biases and reject a non-zero value. Norm
-            ``agnostic_batch`` keeps the pre-activations at the q* of the same critical point,
-            so it needs init ``critical`` with sigma_b2 > 0 for odd phi (q* is 0 at 0).
+            it. Norm ``agnostic_batch`` keeps the pre-activations at the moments of the
+            critical point at this sigma_b2, with any init; it needs sigma_b2 > 0 for odd
+            phi (q* is 0 at 0). Other settings reject a non-zero value.
         q_star: fixed point of init ``critical_orthogonal``; None for its default
             (``models.remedies.init.isometry_point``).
 
@@ -112,8 +147,7 @@ class DeepMLP(nn.Module):
         q_star: float | None = None,
     ) -> None:
         super().__init__()
-        _check_positive_int("depth", depth, "the number of weight layers")
-        _check_positive_int("width", width, "units per hidden layer")
+        check_settings(depth, width, init, transform, residual, residual_branch, norm)
         _check_positive_int("input_dim", input_dim, "input features")
         _check_positive_int("num_classes", num_classes, "outputs")
         nonlinearity = resolve(activation)

@@ -37,6 +37,8 @@ from bench.cli import fit_parser, fit_run_id, flat_params
 from bench.configs import GRID_DIR, remedy_path
 from bench.recorder import run_identity
 from models.activations import resolve
+from models.networks import check_settings
+from models.remedies.regularizers import Regularizer
 
 # Short axis names and the fit flags they set.
 AXIS_FLAGS = {
@@ -212,8 +214,10 @@ _fit_parser = functools.cache(fit_parser)
 def expand_grid(grid: Grid) -> list[Run]:
     """Expand the grid into runs whose ids are those ``python -m bench fit`` computes.
 
-    Every run's arguments are parsed with the fit parser (nothing is built), so an
-    invalid flag or value fails here, before any run starts.
+    Every run's arguments are parsed with the fit parser and its model settings checked
+    without building anything, so an invalid flag, name or size fails here, before any run
+    starts. A remedy that does not suit a run's activation fails in that run, which is
+    recorded as failed with the reason, and the other runs go on.
 
     Raises:
         ValueError: a run's arguments do not parse; the message names the run.
@@ -230,9 +234,30 @@ def expand_grid(grid: Grid) -> list[Run]:
                 f"grid {grid.name}: the run {point} has invalid arguments: {error}; fix the "
                 f"grid's 'axes' or 'fixed' settings"
             ) from None
+        try:
+            _check_model_settings(config.model)
+        except ValueError as error:
+            raise ValueError(
+                f"grid {grid.name}: the run {point} has an invalid setting: {error}; fix the "
+                f"grid's 'axes' or 'fixed' settings"
+            ) from None
         identifier = fit_run_id(config)
         # Two points can be the same run, for example when a preset overrides an axis.
         runs.setdefault(
             identifier, Run(identifier, tuple(args), flat_params(config), run_identity(config))
         )
     return list(runs.values())
+
+
+def _check_model_settings(model: Any) -> None:
+    """Raise ValueError for a model setting that is invalid whatever the activation."""
+    check_settings(
+        model.depth,
+        model.width,
+        model.init,
+        model.transform,
+        model.residual,
+        model.residual_branch,
+        model.norm,
+    )
+    Regularizer(model.regularizer, model.regularizer_weight)

@@ -138,10 +138,10 @@ def check_init(
     check_init_name(name)
     if not math.isfinite(sigma_b2) or sigma_b2 < 0.0:
         raise ValueError(f"sigma_b2 must be finite and >= 0, got {sigma_b2}")
-    if sigma_b2 != 0.0 and name != CRITICAL:
+    if sigma_b2 != 0.0 and name != CRITICAL and norm != "agnostic_batch":
         raise ValueError(
-            f"sigma_b2 = {sigma_b2} applies only to init 'critical' (init {name!r} sets its "
-            "own biases); drop sigma_b2 or use init critical"
+            f"sigma_b2 = {sigma_b2} applies only to init 'critical' and norm 'agnostic_batch' "
+            f"(init {name!r} sets its own biases); drop sigma_b2 or use init critical"
         )
     if q_star is not None and name != CRITICAL_ORTHOGONAL:
         raise ValueError(
@@ -195,8 +195,12 @@ def _check_combination(name: str, transform: str, norm: str) -> None:
 # --- points on the critical line ---------------------------------------------------------
 
 
-def critical_point(nonlinearity: Nonlinearity, sigma_b2: float = 0.0) -> CriticalPoint:
+def critical_point(
+    nonlinearity: Nonlinearity, sigma_b2: float = 0.0, init: str = CRITICAL
+) -> CriticalPoint:
     """Return the critical (edge of chaos) point of phi at bias variance ``sigma_b2``.
+
+    ``init`` is the initialisation that needs the point, named in the error message.
 
     Raises:
         ValueError: phi has no critical point at this sigma_b2 (chi_1 < 1 at every fixed
@@ -207,7 +211,7 @@ def critical_point(nonlinearity: Nonlinearity, sigma_b2: float = 0.0) -> Critica
         curve = critical_curve(phi, np.array([sigma_b2]))
     except ValueError as error:
         raise ValueError(
-            f"init 'critical': activation {nonlinearity.name!r} has no critical point at "
+            f"init {init!r}: activation {nonlinearity.name!r} has no critical point at "
             f"sigma_b2 = {sigma_b2:g}, because chi_1 < 1 at every fixed point q* searched; try "
             f"another sigma_b2 (python -m bench theory "
             f"--activation {nonlinearity.name} lists them), or init lsuv, which needs no "
@@ -244,7 +248,7 @@ def isometry_point(nonlinearity: Nonlinearity, q_star: float | None = None) -> C
     point = _point_at_q_star(nonlinearity, requested)
     if point.sigma_b2 >= 0.0:
         return point
-    lowest = critical_point(nonlinearity, 0.0)
+    lowest = critical_point(nonlinearity, 0.0, init=CRITICAL_ORTHOGONAL)
     if q_star is None:
         log.info(
             "critical_orthogonal: q_star = %g is not reachable for %s, using q_star = %g "

@@ -41,10 +41,15 @@ WEIGHT_NORMS = ("weight", "scaled_ws")
 _WS_EPS = 1e-4
 
 
-def check_norm(norm: str, nonlinearity: Nonlinearity, sigma_b2: float) -> None:
-    """Raise ValueError for an unknown norm or one that does not suit this nonlinearity."""
+def check_norm_name(norm: str) -> None:
+    """Raise ValueError unless ``norm`` is one of ``NORMS``."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+
+
+def check_norm(norm: str, nonlinearity: Nonlinearity, sigma_b2: float) -> None:
+    """Raise ValueError for an unknown norm or one that does not suit this nonlinearity."""
+    check_norm_name(norm)
     if norm in WEIGHT_NORMS and nonlinearity.name == RBF:
         raise ValueError(
             f"norm {norm!r} with activation 'rbf' is invalid: it reparametrises a linear "

@@ -146,6 +146,12 @@ class DistanceStatistics:
         )
 
 
+def check_method_name(method: str) -> None:
+    """Raise ValueError unless ``method`` is one of ``METHODS``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown transform {method!r}; choose one of {', '.join(METHODS)}")
+
+
 def check_method(method: str, nonlinearity: Nonlinearity) -> None:
     """Raise ValueError unless ``method`` is known and suits ``nonlinearity``.
 
@@ -154,8 +160,7 @@ def check_method(method: str, nonlinearity: Nonlinearity) -> None:
     smoothness is unknown; the suite accepts it and logs a warning, and a piecewise-linear user
     function then fails in the solve because its autograd phi'' is zero.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown transform {method!r}; choose one of {', '.join(METHODS)}")
+    check_method_name(method)
     if method == "tat" and nonlinearity.smooth is False:
         raise ValueError(
             f"transform 'tat' with activation {nonlinearity.name!r} is invalid: TAT for smooth "

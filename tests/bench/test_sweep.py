@@ -245,6 +245,10 @@ def test_sweep_build_failure_recorded(tmp_path, data_dir, capsys):
         ({"colour": ["red"]}, "unknown axis 'colour'"),
         ({"model.widht": [8]}, "widht"),
         ({"depth": []}, "axis 'depth' must be a non-empty list"),
+        ({"depth": [3, 0]}, "the run {'depth': 0} has an invalid setting: depth must be"),
+        ({"init": ["xavier", "xavir"]}, "unknown init 'xavir'; choose one of"),
+        ({"model.norm": ["batch", "group"]}, "unknown norm 'group'"),
+        ({"model.regularizer": ["jacobian", "l2"]}, "regularizer must be one of"),
     ],
 )
 def test_sweep_rejects_invalid_grid(tmp_path, data_dir, capsys, axes, message):

@@ -228,6 +228,10 @@ def test_rbf_data_identical_inputs_raise():
     ("kwargs", "message"),
     [
         ({"init": "critical", "activation": "softplus"}, r"'softplus' has no critical point at "),
+        (
+            {"init": "critical_orthogonal", "activation": "softplus"},
+            r"init 'critical_orthogonal': activation 'softplus' has no critical point",
+        ),
         ({"init": "critical", "activation": "rbf"}, r"init 'critical' assumes a linear"),
         ({"init": "rbf_data"}, r"init 'rbf_data' places the centres .* 'tanh' has none"),
         ({"init": "delta_orthogonal"}, r"convolution kernels .* use critical_orthogonal"),
@@ -245,3 +249,10 @@ def test_rbf_data_identical_inputs_raise():
 def test_init_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DeepMLP(input_dim=8, num_classes=3, depth=4, width=8, **kwargs)
+
+
+def test_agnostic_batch_sigma_b2_any_init():
+    network = DeepMLP(
+        8, 3, depth=4, width=8, init="orthogonal", norm="agnostic_batch", sigma_b2=0.1
+    )
+    assert network(torch.randn(5, 8)).shape == (5, 3)
