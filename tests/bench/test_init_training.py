@@ -130,19 +130,15 @@ def test_critical_orthogonal_tanh_beats_xavier(tmp_path, data_dir):
     remedy = fit_record(
         tmp_path, data_dir, *SMALL, "--config=bench/configs/remedies/critical_orthogonal.yaml"
     )
-    # Measured at this size, one seed, SGD lr 0.01: xavier 0.267, critical_orthogonal 0.318
-    # (0.204 and 0.242 at lr 1e-3). The gap widens with depth; see the pilot-size test.
-    assert remedy["metrics"]["test/acc"] > baseline["metrics"]["test/acc"] + 0.02
+    # Measured at this size, one seed, SGD lr 0.01: xavier 0.267, critical_orthogonal 0.341.
+    # The gap widens with depth; see the pilot-size test.
+    assert remedy["metrics"]["test/acc"] > baseline["metrics"]["test/acc"] + 0.04
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="measured through python -m bench fit, seed 0, 2 CPU cores: xavier 0.453, "
-    "critical_orthogonal 0.476 test accuracy, short of the +0.1 of the reference pilot",
-    strict=False,
-)
 def test_critical_orthogonal_tanh_beats_xavier_at_pilot_size(tmp_path, data_dir):
-    # Reference pilot (plain PyTorch, one seed): xavier about 0.37, critical_orthogonal 0.54.
+    # Measured, seed 0: xavier 0.453, critical_orthogonal 0.708 test accuracy (about 50 s
+    # per run on 2 CPU cores).
     pilot = [
         "--model.activation=tanh",
         "--model.depth=100",
