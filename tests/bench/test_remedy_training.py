@@ -133,23 +133,73 @@ def test_agnostic_batch_holds_q_during_training(tmp_path, data_dir):
     assert q.between(0.95 * q_target, 1.05 * q_target).all()
 
 
-PRESETS = ["dks", "tat", "fixed_residual", "skipinit", "scaled_ws", "agnostic_batch"]
-# NOTE: at SMALL size agnostic_batch (sigmoid, Gaussian) and scaled_ws (Gaussian) did not
-# beat xavier, for the reasons test_remedy_beats_xavier gives; this grid has not been run in
-# full at pilot size, so those cases may fail here too.
+# Measured through ``python -m bench sweep pilot`` (depth 100, width 256, 20 epochs, SGD with
+# momentum 0.9 at lr 1e-3, seed 0), test accuracy:
+#
+#             xavier  dks    tat    fixed_residual  skipinit  scaled_ws  agnostic_batch
+#   sigmoid   0.089   0.664  0.556  0.175           0.276     0.503      0.089
+#   tanh      0.453   0.660  0.538  0.351           0.390     0.117      0.231
+#   gaussian  0.098   0.654  0.530  0.232           0.299     0.106      diverged
+#
+# tanh under xavier sits on its edge of chaos (sigma_w2 = 1, sigma_b2 = 0) and trains, so
+# only dks clears the margin there. scaled_ws's gain 1 / sqrt(Var phi(z)) gives chi_1 =
+# E[phi'(z)^2] / Var phi(z) > 1 for tanh and the Gaussian, chaotic over 100 layers without
+# residual branches (gradient ratio at init 2.8e3 and 2.4e18). agnostic_batch compounds the
+# gradient growth of batch statistics over 99 layers (gradient ratio at init 2e17 for
+# sigmoid, 9e2 for tanh, overflow for the Gaussian).
+PILOT_MISSES = {
+    ("sigmoid", "fixed_residual"): "measured 0.175 against 0.089, a gain of 0.086",
+    ("sigmoid", "agnostic_batch"): "measured 0.089, gradient ratio 2e17 at init",
+    ("tanh", "tat"): "measured 0.538 against 0.453, a gain of 0.085",
+    ("tanh", "fixed_residual"): "measured 0.351 against xavier's 0.453",
+    ("tanh", "skipinit"): "measured 0.390 against xavier's 0.453",
+    ("tanh", "scaled_ws"): "measured 0.117, chaotic: gradient ratio 2.8e3 at init",
+    ("tanh", "agnostic_batch"): "measured 0.231 against xavier's 0.453",
+    ("gaussian", "scaled_ws"): "measured 0.106, chaotic: gradient ratio 2.4e18 at init",
+    ("gaussian", "agnostic_batch"): "diverged at step 2",
+}
+PILOT_CASES = [
+    pytest.param(
+        activation,
+        preset,
+        marks=[pytest.mark.xfail(reason=PILOT_MISSES[activation, preset], strict=True)]
+        if (activation, preset) in PILOT_MISSES
+        else [],
+    )
+    for activation in ("sigmoid", "tanh", "gaussian")
+    for preset in ("dks", "tat", "fixed_residual", "skipinit", "scaled_ws", "agnostic_batch")
+]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "gaussian"])
-@pytest.mark.parametrize("preset", PRESETS)
-def test_remedy_beats_xavier_at_pilot_size(activation, preset, tmp_path, data_dir):
-    pilot = [
+@pytest.fixture(scope="module")
+def pilot_baseline(tmp_path_factory, data_dir):
+    """Return a function that trains (once per activation) the xavier network at pilot size."""
+    records: dict[str, dict] = {}
+
+    def baseline(activation: str) -> dict:
+        if activation not in records:
+            results = tmp_path_factory.mktemp(f"pilot_xavier_{activation}")
+            records[activation] = fit_record(results, data_dir, *pilot_args(activation))
+        return records[activation]
+
+    return baseline
+
+
+def pilot_args(activation: str) -> list[str]:
+    return [
         "--model.depth=100",
         "--model.width=256",
         "--trainer.max_epochs=20",
         "--optimizer.lr=1e-3",
         f"--model.activation={activation}",
     ]
-    baseline = fit_record(tmp_path, data_dir, *pilot)
-    remedy = fit_record(tmp_path, data_dir, *pilot, f"--config={remedy_path(preset)}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("activation", "preset"), PILOT_CASES)
+def test_remedy_beats_xavier_at_pilot_size(activation, preset, tmp_path, data_dir, pilot_baseline):
+    baseline = pilot_baseline(activation)
+    remedy = fit_record(
+        tmp_path, data_dir, *pilot_args(activation), f"--config={remedy_path(preset)}"
+    )
     assert remedy["metrics"]["test/acc"] > baseline["metrics"]["test/acc"] + 0.1

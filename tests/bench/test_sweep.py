@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import yaml
 
 from bench.results import read_records
 from bench.sweep import expand_grid, launch_slurm, load_grid, main, run_statuses
+from bench.sweep.grid import grid_names
 from bench.sweep.status import is_done
 
 SWEEP = [sys.executable, "-m", "bench", "sweep"]
@@ -302,3 +304,12 @@ def test_sweep_submitit_job_array(tmp_path, data_dir):
     assert len(jobs) == 2
     assert [job.result() for job in jobs] == ["completed", "completed"]
     assert set(records_by_id(results)) == {run.run_id for run in runs}
+
+
+@pytest.mark.parametrize("name", grid_names())
+def test_shipped_grid_expands(name):
+    grid = load_grid(name)
+    runs = expand_grid(grid)
+    expected = math.prod(len(values) for values in grid.axes.values())
+    assert len(runs) == expected
+    assert len({run.run_id for run in runs}) == expected

@@ -18,7 +18,7 @@ from torch.func import jacrev, vmap
 from models.activations import resolve
 from models.networks import DeepMLP
 from models.remedies.init import critical_point, isometry_point
-from models.theory import chi_1, from_torch, iterate_length_map
+from models.theory import chi_1, from_torch, iterate_length_map, q_star
 
 WIDTH = 512
 DEPTH = 50
@@ -162,3 +162,36 @@ def test_critical_orthogonal_small_q_star_near_isometry():
     singular_values = jacobian_singular_values(network, torch.randn(16, 128))
     # Measured: 0.17. A smaller q_star keeps tanh nearer its linear range.
     assert (singular_values.std() / singular_values.mean()).item() < 0.3
+
+
+def hidden_differences(network: DeepMLP, x: Tensor) -> list[float]:
+    """Return |h_a - h_b| / |h_a| after each hidden layer for the two inputs in ``x``."""
+    differences = []
+    h = x
+    with torch.no_grad():
+        for layer in network.hidden:
+            h = layer(h)
+            differences.append(((h[0] - h[1]).norm() / h[0].norm()).item())
+    return differences
+
+
+def test_sigmoid_xavier_loses_input_at_sqrt_chi_1():
+    """Under xavier (sigma_w2 = 1 on square layers, zero biases) sigmoid is deep in the
+    ordered phase: the difference between two inputs' hidden states shrinks by sqrt(chi_1)
+    per layer, until float32 rounding hides it. Past that depth the network computes the same
+    output for every input, so no optimiser can train it."""
+    phi = from_torch(resolve("sigmoid").phi, "sigmoid")
+    predicted = math.sqrt(float(chi_1(phi, float(q_star(phi, 1.0, 0.0)), 1.0)))
+    torch.manual_seed(0)
+    network = DeepMLP(WIDTH, 10, 32, WIDTH, "sigmoid", init="xavier")
+    x = torch.randn(2, WIDTH)
+
+    differences = hidden_differences(network.double(), x.double())
+    measured = (differences[15] / differences[5]) ** (1 / 10)
+    # Measured: 0.235 per layer against the predicted 0.236; one network of width 512.
+    assert measured == pytest.approx(predicted, rel=0.05)
+
+    differences = hidden_differences(network.float(), x)
+    # Measured in float32: 2.5e-7 after 11 layers, then a floor near 5e-8 from rounding.
+    assert differences[-1] < 1e-6
+    assert differences[-1] > 0.1 * differences[20]
