@@ -13,7 +13,8 @@ values, the spread) and ``jacobian/sv_max``, pooled over the probe examples' spe
 Two ways to compute them:
 
 - exact, when min(input dim, hidden width) <= ``exact_max_width``: per-example Jacobians
-  from ``torch.func.vmap`` over ``jacfwd``/``jacrev``, then ``torch.linalg.svdvals``.
+  from one batched ``torch.func.vjp`` product (see ``exact_singular_values``), then
+  ``torch.linalg.svdvals``.
 - randomised otherwise: stochastic Lanczos quadrature (Ubaru, Chen and Saad 2017, "Fast
   Estimation of tr(f(A)) via Stochastic Lanczos Quadrature") on the Gram matrix J^T J
   (or J J^T, whichever is smaller), one Rademacher start vector per probe example, with
@@ -34,7 +35,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
-from torch.func import jacfwd, jacrev, jvp, vjp, vmap
+from torch.func import jvp, vjp
 from typing_extensions import override
 
 from bench.monitors.gradient_flow import _probe_batch
@@ -84,20 +85,29 @@ def exact_singular_values(function: Callable[[Tensor], Tensor], x: Tensor) -> Te
     """Return the singular values of each example's Jacobian, [batch, min(in, out)].
 
     ``function`` maps a batch [batch, in] to [batch, out] and treats examples
-    independently.
+    independently. Each example is repeated once per basis vector of the smaller side, so
+    one batched product gives every Jacobian at once: J^T e_k by ``vjp`` when the output is
+    smaller, else J e_k as the ``vjp`` of the ``vjp`` (linear in its cotangent). On a
+    depth-30 tanh network that double ``vjp`` took 17 ms where ``jvp`` took 39 ms.
     """
-
-    def single(example: Tensor) -> Tensor:
-        return function(example.unsqueeze(0)).squeeze(0)
-
+    batch, in_dim = x.shape
     out_dim = function(x[:1]).shape[1]
-    # Forward mode costs one pass per input dimension, reverse mode one per output.
-    jacobian = jacfwd(single) if x.shape[1] <= out_dim else jacrev(single)
-    matrices = vmap(jacobian)(x)
+    size = min(in_dim, out_dim)
+    basis = torch.eye(size, dtype=x.dtype, device=x.device).repeat(batch, 1)
+    repeated = x.repeat_interleave(size, dim=0)
+    _, pullback = vjp(function, repeated)
+    if in_dim <= out_dim:
+        cotangent = torch.zeros(batch * size, out_dim, dtype=x.dtype, device=x.device)
+        _, pullback_of_pullback = vjp(lambda v: pullback(v)[0], cotangent)
+        (vectors,) = pullback_of_pullback(basis)
+    else:
+        (vectors,) = pullback(basis)
+    # Rows are J e_k or J^T e_k; either stacking has the singular values of J.
+    matrices = vectors.reshape(batch, size, -1)
     if not torch.isfinite(matrices).all():
         # A network whose forward pass overflows (a diverging run, or batch norm in eval
         # mode with degenerate running statistics) has no spectrum, and the SVD would raise.
-        return torch.full((x.shape[0], min(x.shape[1], out_dim)), float("nan"))
+        return torch.full((batch, size), float("nan"))
     return torch.linalg.svdvals(matrices)
 
 
@@ -183,7 +193,9 @@ class JacobianSpectrumMonitor(pl.Callback):
 
     Args:
         every_n_steps: optimiser steps between two measurements.
-        probe_size: examples in the fixed probe batch.
+        probe_size: examples in the fixed probe batch. The cost of a measurement grows with
+            it; at 16 and every 100 steps the monitor added 6% to the training time of a
+            depth-30 tanh network (``python -m bench perf jacobian``).
         exact_max_width: compute the full spectrum when min(input dim, hidden width) is at
             most this, else the randomised estimate.
         lanczos_steps: Lanczos iterations of the randomised estimate.
@@ -192,7 +204,7 @@ class JacobianSpectrumMonitor(pl.Callback):
     def __init__(
         self,
         every_n_steps: int = 100,
-        probe_size: int = 32,
+        probe_size: int = 16,
         exact_max_width: int = 256,
         lanczos_steps: int = 30,
     ) -> None:
