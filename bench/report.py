@@ -672,28 +672,37 @@ def plot_jacobian_histograms(runs: pd.DataFrame):
     """Plot histograms of the input-output Jacobian's singular values at init and at the end.
 
     One panel per (nonlinearity, remedy) at the deepest depth, pooling seeds; returns None
-    when no record carries singular values.
+    when no record carries singular values. Non-finite values (the spectrum of a run whose
+    forward pass overflowed) are left out, and the panel title names the moments that had
+    them.
     """
     import matplotlib.pyplot as plt
 
     cells = []
     for (activation, remedy), group in _deepest_groups(runs):
-        spectra = {
-            moment: np.concatenate([singular_values(d, moment) for d in group["run_dir"]])
-            for moment in ("init", "end")
-        }
-        if any(len(values) for values in spectra.values()):
-            cells.append((activation, remedy, spectra))
+        spectra = {}
+        not_finite = []
+        for moment in ("init", "end"):
+            values = np.concatenate([singular_values(d, moment) for d in group["run_dir"]])
+            finite = values[np.isfinite(values)]
+            if len(finite) < len(values):
+                not_finite.append(moment)
+            spectra[moment] = finite
+        title = f"{activation} / {remedy}"
+        if not_finite:
+            title += f"\nnot finite at {', '.join(not_finite)}"
+        if any(len(values) for values in spectra.values()) or not_finite:
+            cells.append((title, spectra))
     if not cells:
         return None
     columns = min(len(cells), 4)
     rows = math.ceil(len(cells) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.5 * columns, 2.8 * rows), squeeze=False)
-    for ax, (activation, remedy, spectra) in zip(axes.ravel(), cells, strict=False):
+    for ax, (title, spectra) in zip(axes.ravel(), cells, strict=False):
         for moment, colour in (("init", "tab:blue"), ("end", "tab:orange")):
             if len(spectra[moment]):
                 ax.hist(spectra[moment], bins=30, alpha=0.6, color=colour, label=moment)
-        ax.set_title(f"{activation} / {remedy}", fontsize="small")
+        ax.set_title(title, fontsize="small")
         ax.set_xlabel("singular value")
     for ax in axes.ravel()[len(cells) :]:
         ax.axis("off")
@@ -869,8 +878,14 @@ def render_html(notebook: Path, show_code: bool = False) -> str:
     """
     from nbconvert import HTMLExporter
 
+    # nbconvert looks for its templates under the running environment's prefix. A virtual
+    # environment created with --system-site-packages uses nbconvert from the base
+    # installation, whose templates lie under the base prefix.
+    base_templates = os.path.join(sys.base_prefix, "share", "jupyter", "nbconvert", "templates")
     exporter = HTMLExporter(
         template_name="basic",
+        extra_template_basedirs=[os.getcwd(), base_templates],
+        extra_template_paths=[base_templates],
         exclude_input=not show_code,
         exclude_input_prompt=True,
         exclude_output_prompt=True,

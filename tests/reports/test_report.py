@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from matplotlib import image
 
+from bench import report as report_module
 from bench.__main__ import main
 from bench.report import TRAINED_ACCURACY, cell_statistics, deepest_trained, format_table
 from bench.results import read_record, read_records, write_json_atomic
@@ -366,3 +367,20 @@ def test_report_screenshot_not_blank(report, tmp_path):
     # Text and a table alone stay grey; the embedded figure adds many colours.
     assert non_white > 0.02
     assert colours > 50
+
+
+def test_jacobian_histograms_skip_non_finite(results, tmp_path):
+    folder = tmp_path / "runs"
+    shutil.copytree(results, folder)
+    overflowed = sorted(folder.glob("*-baseline-*"))[0]
+    record = read_record(overflowed)
+    spectrum = record["jacobian"]["end"]
+    spectrum["singular_values"] = [math.nan] * len(spectrum["singular_values"])
+    edit_record(overflowed, jacobian=record["jacobian"])
+
+    runs, _ = report_module.load_runs(folder)
+    figure = report_module.plot_jacobian_histograms(runs)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    activation = record["params"]["activation"]
+    assert f"{activation} / baseline\nnot finite at end" in titles
+    assert sum("not finite" in title for title in titles) == 1
