@@ -672,26 +672,28 @@ def plot_jacobian_histograms(runs: pd.DataFrame):
     """Plot histograms of the input-output Jacobian's singular values at init and at the end.
 
     One panel per (nonlinearity, remedy) at the deepest depth, pooling seeds; returns None
-    when no record carries singular values. Non-finite values (the spectrum of a run whose
-    forward pass overflowed) are left out, and the panel title names the moments that had
-    them.
+    when no record carries singular values. The x axis is log10 of the singular value,
+    because vanishing and exploding networks spread their spectra over many orders of
+    magnitude. Values that are not finite and positive (the spectrum of a run whose forward
+    pass overflowed, or directions that rounding zeroed) are left out, and the panel title
+    names the moments that had them.
     """
     import matplotlib.pyplot as plt
 
     cells = []
     for (activation, remedy), group in _deepest_groups(runs):
         spectra = {}
-        not_finite = []
+        left_out = []
         for moment in ("init", "end"):
             values = np.concatenate([singular_values(d, moment) for d in group["run_dir"]])
-            finite = values[np.isfinite(values)]
-            if len(finite) < len(values):
-                not_finite.append(moment)
-            spectra[moment] = finite
+            kept = values[np.isfinite(values) & (values > 0)]
+            if len(kept) < len(values):
+                left_out.append(moment)
+            spectra[moment] = np.log10(kept)
         title = f"{activation} / {remedy}"
-        if not_finite:
-            title += f"\nnot finite at {', '.join(not_finite)}"
-        if any(len(values) for values in spectra.values()) or not_finite:
+        if left_out:
+            title += f"\nzero or not finite at {', '.join(left_out)}"
+        if any(len(values) for values in spectra.values()) or left_out:
             cells.append((title, spectra))
     if not cells:
         return None
@@ -703,7 +705,7 @@ def plot_jacobian_histograms(runs: pd.DataFrame):
             if len(spectra[moment]):
                 ax.hist(spectra[moment], bins=30, alpha=0.6, color=colour, label=moment)
         ax.set_title(title, fontsize="small")
-        ax.set_xlabel("singular value")
+        ax.set_xlabel("log10 singular value")
     for ax in axes.ravel()[len(cells) :]:
         ax.axis("off")
     axes[0][0].legend()

@@ -382,5 +382,5 @@ def test_jacobian_histograms_skip_non_finite(results, tmp_path):
     figure = report_module.plot_jacobian_histograms(runs)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     activation = record["params"]["activation"]
-    assert f"{activation} / baseline\nnot finite at end" in titles
+    assert f"{activation} / baseline\nzero or not finite at end" in titles
     assert sum("not finite" in title for title in titles) == 1
