@@ -686,10 +686,10 @@ def plot_jacobian_histograms(runs: pd.DataFrame):
         left_out = []
         for moment in ("init", "end"):
             values = np.concatenate([singular_values(d, moment) for d in group["run_dir"]])
-            kept = values[np.isfinite(values) & (values > 0)]
-            if len(kept) < len(values):
+            positive = values[np.isfinite(values) & (values > 0)]
+            if len(positive) < len(values):
                 left_out.append(moment)
-            spectra[moment] = np.log10(kept)
+            spectra[moment] = np.log10(positive)
         title = f"{activation} / {remedy}"
         if left_out:
             title += f"\nzero or not finite at {', '.join(left_out)}"
