@@ -203,13 +203,18 @@ def test_bench_usage_lists_every_command(capsys):
     assert capsys.readouterr().err.startswith("error: unknown command 'nosuch'")
 
 
-def test_fit_misspelt_option_short_usage(tmp_path):
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", "fit", "--model.detph=3", f"--results={tmp_path}/runs"],
+def fit_in_shell(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m bench fit`` with ``args`` in a new process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "fit", *args, f"--results={tmp_path}/runs"],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_fit_misspelt_option_short_usage(tmp_path):
+    completed = fit_in_shell(tmp_path, "--model.detph=3")
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
     assert lines[0].startswith("usage: python -m bench fit [--config FILE]")
@@ -226,12 +231,7 @@ def test_fit_record_readable_by_group(tmp_path, data_dir):
 
 
 def test_fit_bad_input_exit_code_from_shell(tmp_path):
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", "fit", "--model.depth=0", f"--results={tmp_path}/runs"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = fit_in_shell(tmp_path, "--model.depth=0")
     assert completed.returncode == 2
     (line,) = completed.stderr.strip().splitlines()
     assert line.startswith("error: depth must be a positive integer")

@@ -22,20 +22,31 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def xavier_baseline(tmp_path_factory, data_dir):
-    """Return a function that trains (once per activation) the xavier network at SMALL."""
+def baseline_trainer(tmp_path_factory, data_dir, name: str, arguments):
+    """Return a function that trains the xavier network once per activation.
+
+    ``arguments(activation)`` gives the fit flags; ``name`` prefixes the results folder.
+    """
     records: dict[str, dict] = {}
 
     def baseline(activation: str) -> dict:
         if activation not in records:
-            results = tmp_path_factory.mktemp(f"xavier_{activation}")
-            records[activation] = fit_record(
-                results, data_dir, f"--model.activation={activation}", *SMALL
-            )
+            results = tmp_path_factory.mktemp(f"{name}_{activation}")
+            records[activation] = fit_record(results, data_dir, *arguments(activation))
         return records[activation]
 
     return baseline
+
+
+@pytest.fixture(scope="module")
+def xavier_baseline(tmp_path_factory, data_dir):
+    """Return a function that trains (once per activation) the xavier network at SMALL."""
+    return baseline_trainer(
+        tmp_path_factory,
+        data_dir,
+        "xavier",
+        lambda activation: [f"--model.activation={activation}", *SMALL],
+    )
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "gaussian"])
@@ -174,15 +185,7 @@ PILOT_CASES = [
 @pytest.fixture(scope="module")
 def pilot_baseline(tmp_path_factory, data_dir):
     """Return a function that trains (once per activation) the xavier network at pilot size."""
-    records: dict[str, dict] = {}
-
-    def baseline(activation: str) -> dict:
-        if activation not in records:
-            results = tmp_path_factory.mktemp(f"pilot_xavier_{activation}")
-            records[activation] = fit_record(results, data_dir, *pilot_args(activation))
-        return records[activation]
-
-    return baseline
+    return baseline_trainer(tmp_path_factory, data_dir, "pilot_xavier", pilot_args)
 
 
 def pilot_args(activation: str) -> list[str]:
