@@ -40,6 +40,11 @@ class RBFDistance(nn.Module):
     ``centres`` has PyTorch's weight layout [out_features, in_features], so initialisers and
     monitors treat it as the layer's weight. ``width`` is positive by parametrisation;
     assigning ``layer.width = tensor`` stores its logarithm.
+
+    With ``normalize_input`` set, each input x is rescaled to mean square 1 over its
+    coordinates before the distance is taken. An activation transform sets it (see
+    ``models.remedies.transforms``), because the transform is solved for inputs of exactly
+    that length and the distances to all centres shift together with the input's length.
     """
 
     def __init__(self, in_features: int, out_features: int) -> None:
@@ -49,6 +54,7 @@ class RBFDistance(nn.Module):
         self.centres = nn.Parameter(torch.empty(out_features, in_features))
         self.width = nn.Parameter(torch.ones(out_features))
         parametrize.register_parametrization(self, "width", _Exp())
+        self.normalize_input = False
         self.reset_parameters()
 
     @property
@@ -67,6 +73,8 @@ class RBFDistance(nn.Module):
             self.width = torch.full((self.out_features,), math.sqrt(self.in_features))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.normalize_input:
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + _DISTANCE_EPS)
         # ||x - w||^2 = ||x||^2 + ||w||^2 - 2 x.w costs one matmul; clamping removes the
         # small negative values that cancellation leaves.
         squared = (
@@ -75,7 +83,8 @@ class RBFDistance(nn.Module):
         return torch.sqrt(squared / self.width.pow(2) + _DISTANCE_EPS)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        text = f"in_features={self.in_features}, out_features={self.out_features}"
+        return text + (", normalize_input=True" if self.normalize_input else "")
 
 
 class GaussianRBF(nn.Sequential):
