@@ -669,7 +669,7 @@ def plot_signal_propagation(runs: pd.DataFrame):
 
 
 def plot_jacobian_histograms(runs: pd.DataFrame):
-    """Plot histograms of the input-output Jacobian's singular values at init and at the end.
+    """Plot histograms of the input-to-last-hidden Jacobian's singular values at init and end.
 
     One panel per (nonlinearity, remedy) at the deepest depth, pooling seeds; returns None
     when no record carries singular values. The x axis is log10 of the singular value,
@@ -709,7 +709,7 @@ def plot_jacobian_histograms(runs: pd.DataFrame):
     for ax in axes.ravel()[len(cells) :]:
         ax.axis("off")
     axes[0][0].legend()
-    figure.suptitle("Input-output Jacobian singular values")
+    figure.suptitle("Singular values of the Jacobian from the input to the last hidden layer")
     figure.tight_layout()
     return figure
 

@@ -1,7 +1,8 @@
 # %% [markdown]
-# # Input-output Jacobian spectrum
+# # Jacobian spectrum
 #
-# Singular values of the input-output Jacobian on a fixed probe batch. Dynamical isometry
+# Singular values of the Jacobian from the input to the last hidden layer (the readout is
+# left out, since its 10 outputs cap the rank) on a fixed probe batch. Dynamical isometry
 # means a mean near 1 (best: closest to 1 on a log scale) and a small spread (best: smallest).
 
 # %% tags=["parameters"]

@@ -115,7 +115,10 @@ class GradientFlowMonitor(pl.Callback):
 
     def __init__(self, every_n_steps: int = 25, saturation_threshold: float = 0.05) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+            raise ValueError(
+                f"every_n_steps must be >= 1, got {every_n_steps}; pass --monitor.every_n_steps "
+                "1 or more"
+            )
         if not 0.0 < saturation_threshold < 1.0:
             raise ValueError(f"saturation_threshold must lie in (0, 1), got {saturation_threshold}")
         self.every_n_steps = every_n_steps

@@ -91,7 +91,7 @@ def critical_moments(nonlinearity: Nonlinearity, sigma_b2: float) -> tuple[float
         raise ValueError(
             f"norm 'agnostic_batch' with activation {name!r} at sigma_b2 = {sigma_b2:g} is "
             f"invalid: the critical point has q* = {q:.3g}, so every pre-activation would be "
-            "held at zero; choose init critical with sigma_b2 > 0 (for example 0.1)"
+            "held at zero; pass --model.sigma_b2 above 0 (for example 0.1)"
         )
     return 0.0, q
 
