@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from jsonargparse import Namespace
@@ -58,6 +59,9 @@ class BenchArgumentParser(LightningArgumentParser):
     def print_usage(self, file: Any = None) -> None:
         command = self.prog.split()[-1] if self.prog else "fit"
         (file or sys.stderr).write(SHORT_USAGE.format(command=command))
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        super().error(_short_parse_error(message), ex)
 
 
 class BenchCLI(LightningCLI):
@@ -250,6 +254,51 @@ def _changed_arguments(optimizer: Namespace | dict[str, Any]) -> str:
         if key not in defaults or defaults[key] != value
     ]
     return ", ".join(changed) or "all at their defaults"
+
+
+# Lines of jsonargparse's error reports that restate the nesting or the types tried rather
+# than what was wrong with the value.
+_GENERIC_LINES = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Given value type:",
+    "Expected a <class 'NoneType'>",
+    "Expected a path but",
+    "Expected a dot import path string",
+    "Errors:",
+    "Problem with given class_path",
+    "Parser key",
+)
+
+
+def _short_parse_error(message: str) -> str:
+    """Condense jsonargparse's nested report on a rejected value to one line.
+
+    The line names the flag (the chain of parser keys), the first specific reason and the
+    value given, for example ``--optimizer.lr: Expected a <class 'float'>, got abc``.
+    Messages that name no parser key are returned unchanged.
+    """
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    reasons = [
+        line.strip().removeprefix("- ")
+        for line in message.splitlines()
+        if line.strip()
+        and not any(generic in line for generic in _GENERIC_LINES)
+        and not line.strip().startswith("Given value:")
+    ]
+    if not keys or not reasons:
+        return message
+    reason = reasons[0]
+    if reason.startswith("--"):
+        # A nested parser (an optimiser's arguments) already condensed its own report.
+        return f"--{keys[0]}.{reason.removeprefix('--')}"
+    given = [
+        value
+        for value in re.findall(r"Given value: (.*)", message)
+        if not value.startswith(("NestedArg(", "Namespace("))
+    ]
+    value = f", got {given[0]}" if given else ""
+    return f"--{'.'.join(keys)}: {reason}{value}"
 
 
 def _union_reason(message: str) -> str:

@@ -318,3 +318,22 @@ def test_fit_jacobian_regularizer_with_monitors(tmp_path, data_dir):
     record = only_record(results)
     assert record["status"] == "completed"
     assert len(record["signal"]["end"]["q"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("flag", "line"),
+    [
+        ("--optimizer.lr=abc", "error: --optimizer.lr: Expected a <class 'float'>, got abc"),
+        (
+            "--optimizer=torch.optim.NoSuch",
+            "error: --optimizer: module 'torch.optim' has no attribute 'NoSuch', "
+            "got torch.optim.NoSuch",
+        ),
+    ],
+)
+def test_fit_rejected_value_one_line(tmp_path, flag, line):
+    completed = fit_in_shell(tmp_path, flag)
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert lines[-1] == line
+    assert len(lines) == 3
