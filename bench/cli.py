@@ -292,12 +292,12 @@ def _short_parse_error(message: str) -> str:
     if reason.startswith("--"):
         # A nested parser (an optimiser's arguments) already condensed its own report.
         return f"--{keys[0]}.{reason.removeprefix('--')}"
-    given = [
+    given_values = [
         value
         for value in re.findall(r"Given value: (.*)", message)
         if not value.startswith(("NestedArg(", "Namespace("))
     ]
-    value = f", got {given[0]}" if given else ""
+    value = f", got {given_values[0]}" if given_values else ""
     return f"--{'.'.join(keys)}: {reason}{value}"
 
 
