@@ -52,6 +52,20 @@ def _check_unit_interval(name: str, value: float) -> None:
         raise ValueError(f"{name} must lie in [0, 1), got {value}; pass a value such as 0.9")
 
 
+def _trust_ratio_groups(params: Iterable[Tensor]) -> list[dict[str, Any]]:
+    """Return timm parameter groups: weights with the trust ratio, biases and gains without.
+
+    timm adapts a group only when its weight decay is non-zero or ``always_adapt`` is set,
+    so the group of biases and gains takes the base optimiser's plain steps.
+    """
+    weights, gains = split_weights_and_gains(params)
+    groups = [
+        {"params": weights, "always_adapt": True},
+        {"params": gains, "weight_decay": 0.0, "always_adapt": False},
+    ]
+    return [group for group in groups if group["params"]]
+
+
 class LARS(TimmLars):
     """LARS: SGD with momentum whose step for each weight tensor W is scaled by the trust
     ratio ``trust_coefficient * ||W|| / (||g|| + weight_decay * ||W|| + eps)``.
@@ -80,15 +94,8 @@ class LARS(TimmLars):
         _check_positive("lr", lr)
         _check_positive("trust_coefficient", trust_coefficient)
         _check_unit_interval("momentum", momentum)
-        weights, gains = split_weights_and_gains(params)
-        groups = [
-            {"params": weights, "always_adapt": True},
-            # timm adapts a group only when its weight decay is non-zero or always_adapt
-            # is set, so this group takes plain momentum SGD steps.
-            {"params": gains, "weight_decay": 0.0, "always_adapt": False},
-        ]
         super().__init__(
-            [group for group in groups if group["params"]],
+            _trust_ratio_groups(params),
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
@@ -123,13 +130,8 @@ class LAMB(TimmLamb):
         max_grad_norm: float | None = None,
     ) -> None:
         _check_positive("lr", lr)
-        weights, gains = split_weights_and_gains(params)
-        groups = [
-            {"params": weights, "always_adapt": True},
-            {"params": gains, "weight_decay": 0.0, "always_adapt": False},
-        ]
         super().__init__(
-            [group for group in groups if group["params"]],
+            _trust_ratio_groups(params),
             lr=lr,
             betas=betas,
             eps=eps,
