@@ -61,7 +61,7 @@ class BenchArgumentParser(LightningArgumentParser):
         (file or sys.stderr).write(SHORT_USAGE.format(command=command))
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        super().error(_short_parse_error(message), ex)
+        super().error(_short_error(message), ex)
 
 
 class BenchCLI(LightningCLI):
@@ -128,7 +128,7 @@ class BenchCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:
-            raise ConfigError(_union_reason(str(error))) from error
+            raise ConfigError(_short_error(str(error))) from error
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._subcommand_config()
@@ -256,10 +256,11 @@ def _changed_arguments(optimizer: Namespace | dict[str, Any]) -> str:
     return ", ".join(changed) or "all at their defaults"
 
 
+_UNION_REPORT = "Does not validate against any of the Union subtypes"
 # Lines of jsonargparse's error reports that restate the nesting or the types tried rather
 # than what was wrong with the value.
 _GENERIC_LINES = (
-    "Does not validate against any of the Union subtypes",
+    _UNION_REPORT,
     "Subtypes:",
     "Given value type:",
     "Expected a <class 'NoneType'>",
@@ -271,14 +272,19 @@ _GENERIC_LINES = (
 )
 
 
-def _short_parse_error(message: str) -> str:
+def _short_error(message: str) -> str:
     """Condense jsonargparse's nested report on a rejected value to one line.
 
-    The line names the flag (the chain of parser keys), the first specific reason and the
-    value given, for example ``--optimizer.lr: Expected a <class 'float'>, got abc``.
-    Messages that name no parser key are returned unchanged.
+    With parser keys the line names the flag (their chain), the first specific reason and
+    the value given, for example ``--optimizer.lr: Expected a <class 'float'>, got abc``.
+    A report without keys that no type of a union accepted a value keeps only the reason:
+    ``--data`` accepts a datamodule or null, so a datamodule that raises is reported once
+    per type, and the datamodule's own message names the fix. Other messages are returned
+    unchanged.
     """
     keys = re.findall(r'Parser key "([^"]+)"', message)
+    if not keys and _UNION_REPORT not in message:
+        return message
     reasons = [
         line.strip().removeprefix("- ")
         for line in message.splitlines()
@@ -286,9 +292,11 @@ def _short_parse_error(message: str) -> str:
         and not any(generic in line for generic in _GENERIC_LINES)
         and not line.strip().startswith("Given value:")
     ]
-    if not keys or not reasons:
+    if not reasons:
         return message
     reason = reasons[0]
+    if not keys:
+        return reason
     if reason.startswith("--"):
         # A nested parser (an optimiser's arguments) already condensed its own report.
         return f"--{keys[0]}.{reason.removeprefix('--')}"
@@ -299,22 +307,6 @@ def _short_parse_error(message: str) -> str:
     ]
     value = f", got {given_values[0]}" if given_values else ""
     return f"--{'.'.join(keys)}: {reason}{value}"
-
-
-def _union_reason(message: str) -> str:
-    """Return the reason inside jsonargparse's report that no type of a union accepted a value.
-
-    ``--data`` accepts a datamodule or null, so a datamodule that raises is reported once per
-    type; the datamodule's own message names the fix.
-    """
-    if "Does not validate against any of the Union subtypes" not in message:
-        return message
-    reasons = [
-        line.strip()[2:]
-        for line in message.splitlines()
-        if line.strip().startswith("- ") and "Expected a <class 'NoneType'>" not in line
-    ]
-    return reasons[0] if reasons else message
 
 
 def flat_params(config: Namespace) -> dict[str, Any]:

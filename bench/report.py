@@ -882,7 +882,8 @@ def render_html(notebook: Path, show_code: bool = False) -> str:
 
     # nbconvert looks for its templates under the running environment's prefix. A virtual
     # environment created with --system-site-packages uses nbconvert from the base
-    # installation, whose templates lie under the base prefix.
+    # installation, whose templates lie under the base prefix. The working directory stays
+    # first, as in nbconvert's own default for extra_template_basedirs.
     base_templates = os.path.join(sys.base_prefix, "share", "jupyter", "nbconvert", "templates")
     exporter = HTMLExporter(
         template_name="basic",

@@ -3,8 +3,6 @@ and the Jacobian spread with and without a Jacobian regulariser."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -12,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-from bench.__main__ import main
 from bench.monitors import JacobianSpectrumMonitor
 from bench.results import read_series
 from datamodules import MNIST1DDataModule
 from models import optim
 from models.module import Classifier
+from tests.bench.runs import fit_record
 
 PRESETS = Path(__file__).parents[2] / "bench" / "configs" / "remedies"
 
@@ -108,28 +106,19 @@ def test_jacobian_regularizer_keeps_spread(data_dir):
     assert end < 1.5 * init
 
 
-def test_fit_records_jacobian_summary_and_series(tmp_path, data_dir, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["bench"])
+def test_fit_records_jacobian_summary_and_series(tmp_path, data_dir):
     results = tmp_path / "runs"
-    code = main(
-        [
-            "fit",
-            f"--results={results}",
-            f"--data.data_dir={data_dir}",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            "--trainer.enable_checkpointing=false",
-            f"--config={PRESETS / 'orthogonality.yaml'}",
-            "--model.depth=4",
-            "--model.width=16",
-            "--trainer.max_epochs=1",
-            "--jacobian.every_n_steps=10",
-            "--jacobian.probe_size=4",
-        ]
+    record = fit_record(
+        results,
+        data_dir,
+        f"--config={PRESETS / 'orthogonality.yaml'}",
+        "--model.depth=4",
+        "--model.width=16",
+        "--trainer.max_epochs=1",
+        "--jacobian.every_n_steps=10",
+        "--jacobian.probe_size=4",
     )
-    assert code == 0
     (record_path,) = results.glob("*/record.json")
-    record = json.loads(record_path.read_text())
     for moment in ("init", "end"):
         summary = record["jacobian"][moment]
         assert set(summary) >= {"sv_mean", "sv_std", "sv_max", "singular_values"}
