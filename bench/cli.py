@@ -277,10 +277,9 @@ def _short_error(message: str) -> str:
 
     With parser keys the line names the flag (their chain), the first specific reason and
     the value given, for example ``--optimizer.lr: Expected a <class 'float'>, got abc``.
-    A report without keys that no type of a union accepted a value keeps only the reason:
-    ``--data`` accepts a datamodule or null, so a datamodule that raises is reported once
-    per type, and the datamodule's own message names the fix. Other messages are returned
-    unchanged.
+    A union report without keys keeps only the reason. ``--data`` accepts a datamodule or
+    null, so a datamodule that raises is reported once per type, and the datamodule's own
+    message names the fix. Other messages are returned unchanged.
     """
     keys = re.findall(r'Parser key "([^"]+)"', message)
     if not keys and _UNION_REPORT not in message:
