@@ -21,13 +21,20 @@ Two ways to compute them:
   matrix-vector products from ``torch.func.jvp`` and ``vjp``. mean(s) and mean(s^2)
   come from the quadrature with f = sqrt and f = identity, and sv_max from the largest
   Ritz value, which converges from below.
+
+The network is measured in eval mode, so each example's Jacobian is its own. A batch-norm
+layer in eval mode normalises with its running statistics, which at initialisation are
+mean 0 and variance 1, not the statistics the network trains with. So during a measurement
+every batch-norm layer normalises with the probe batch's own mean and variance: the map
+measured is the training-mode network at the probe batch, with those statistics held fixed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +43,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torch.func import jvp, vjp
+from torch.nn.modules.batchnorm import _BatchNorm
 from typing_extensions import override
 
 from bench.monitors.gradient_flow import _probe_batch
@@ -273,25 +281,20 @@ class JacobianSpectrumMonitor(pl.Callback):
             return hidden_features(network, inputs.reshape(shape)).flatten(1)
 
         flat = x.flatten(1)
-        was_training = network.training
-        network.eval()
-        try:
-            with torch.no_grad():
-                width = function(flat[:1]).shape[1]
-                if min(flat.shape[1], width) <= self.exact_max_width:
-                    values = exact_singular_values(function, flat).flatten()
-                    return JacobianSnapshot(
-                        step=step,
-                        sv_mean=values.mean().item(),
-                        sv_std=values.std(correction=0).item(),
-                        sv_max=values.max().item(),
-                        method=EXACT,
-                        singular_values=values.tolist(),
-                    )
-                mean, std, largest = lanczos_estimate(function, flat, self.lanczos_steps)
-                return JacobianSnapshot(step, mean, std, largest, method=LANCZOS)
-        finally:
-            network.train(was_training)
+        with batch_statistics_of(network, x), torch.no_grad():
+            width = function(flat[:1]).shape[1]
+            if min(flat.shape[1], width) <= self.exact_max_width:
+                values = exact_singular_values(function, flat).flatten()
+                return JacobianSnapshot(
+                    step=step,
+                    sv_mean=values.mean().item(),
+                    sv_std=values.std(correction=0).item(),
+                    sv_max=values.max().item(),
+                    method=EXACT,
+                    singular_values=values.tolist(),
+                )
+            mean, std, largest = lanczos_estimate(function, flat, self.lanczos_steps)
+            return JacobianSnapshot(step, mean, std, largest, method=LANCZOS)
 
     def _measure_and_log(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -308,6 +311,46 @@ class JacobianSpectrumMonitor(pl.Callback):
                 if isinstance(logger, WandbLogger) and snapshot.singular_values and finite:
                     _log_histogram(logger, snapshot)
         return snapshot
+
+
+@contextlib.contextmanager
+def batch_statistics_of(network: nn.Module, x: Tensor) -> Iterator[None]:
+    """Put ``network`` in eval mode with its batch-norm layers set to the statistics of ``x``.
+
+    Inside the block every batch-norm layer normalises with the mean and the (biased)
+    variance that a training-mode forward pass on ``x`` computes, so the eval-mode network
+    gives the training-mode outputs on ``x``. Running statistics, counters and the training
+    flag are restored on exit.
+    """
+    norms = [module for module in network.modules() if isinstance(module, _BatchNorm)]
+    saved = [
+        (module.momentum, *(buffer.clone() for buffer in _running_buffers(module)))
+        for module in norms
+    ]
+    was_training = network.training
+    try:
+        if norms:
+            for module in norms:
+                module.momentum = 1.0
+            network.train()
+            with torch.no_grad():
+                hidden_features(network, x)
+            # A training-mode pass stores the unbiased variance, and normalises with the biased.
+            count = len(x)
+            for module in norms:
+                module.running_var.mul_((count - 1) / count)
+        network.eval()
+        yield
+    finally:
+        for module, (momentum, *buffers) in zip(norms, saved, strict=True):
+            module.momentum = momentum
+            for buffer, value in zip(_running_buffers(module), buffers, strict=True):
+                buffer.copy_(value)
+        network.train(was_training)
+
+
+def _running_buffers(module: _BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+    return module.running_mean, module.running_var, module.num_batches_tracked
 
 
 def _log_histogram(logger: WandbLogger, snapshot: JacobianSnapshot) -> None:

@@ -43,6 +43,44 @@ def test_monitor_exact_spectrum_matches_autograd():
     assert snapshot.sv_max == pytest.approx(expected.max().item(), rel=1e-5)
 
 
+def test_monitor_batch_norm_uses_probe_statistics():
+    torch.manual_seed(0)
+    net = DeepMLP(
+        40, 10, depth=6, width=64, activation="tanh", norm="agnostic_batch", norm_target=1.5
+    )
+    x = torch.randn(16, 40)
+
+    def hidden_layer(layer, h, mean, variance):
+        z = (layer.linear(h) - mean) / torch.sqrt(variance + layer.norm.eps)
+        return layer.activation(z * layer.norm.target_std + layer.norm.target_mean)
+
+    # Each layer's batch mean and biased variance on x, as a training-mode pass computes them.
+    statistics = []
+    h = x
+    with torch.no_grad():
+        for layer in net.hidden:
+            z = layer.linear(h)
+            statistics.append((z.mean(0), z.var(0, unbiased=False)))
+            h = hidden_layer(layer, h, *statistics[-1])
+
+    def features(row):
+        for layer, (mean, variance) in zip(net.hidden, statistics, strict=True):
+            row = hidden_layer(layer, row, mean, variance)
+        return row
+
+    running = [layer.norm.running_var.clone() for layer in net.hidden]
+    snapshot = JacobianSpectrumMonitor().measure(net, x)
+    jacobians = [torch.autograd.functional.jacobian(features, row) for row in x]
+    expected = torch.cat([torch.linalg.svdvals(jacobian) for jacobian in jacobians])
+    torch.testing.assert_close(
+        torch.tensor(snapshot.singular_values), expected, rtol=1e-4, atol=1e-6
+    )
+    # The measurement leaves the running statistics and the training flag as they were.
+    for layer, before in zip(net.hidden, running, strict=True):
+        assert torch.equal(layer.norm.running_var, before)
+    assert net.training
+
+
 @pytest.mark.parametrize("init", ["xavier", "orthogonal"])
 def test_monitor_lanczos_estimate_matches_exact(init):
     net = network(init)
