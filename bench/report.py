@@ -114,7 +114,42 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     finished = runs[runs["status"].isin([STATUS_COMPLETED, STATUS_DIVERGED])]
     if finished.empty:
         notes.append("No run has finished, so the tables below are empty.")
-    return finished.reset_index(drop=True), notes
+    finished, lr_notes = select_learning_rates(finished)
+    return finished.reset_index(drop=True), notes + lr_notes
+
+
+# The settings that, with the learning rate, tell one configuration from another.
+SETTING_COLUMNS = ("remedy", "activation", "depth", "width", "init", "optimizer", "dataset", "seed")
+
+
+def select_learning_rates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep one learning rate per setting: the one with the highest final validation accuracy.
+
+    A grid with an ``lr`` axis trains every setting (remedy, activation, depth, seed, ...)
+    at several learning rates. The tables compare remedies at their best rate. The choice
+    reads the validation split, so the test split plays no part in it. A diverged run counts
+    as the worst. Settings trained at one rate pass through.
+
+    Returns:
+        The kept runs and a note naming the rates compared, when any setting had several.
+    """
+    if runs.empty or "lr" not in runs:
+        return runs, []
+    keys = [key for key in SETTING_COLUMNS if key in runs]
+    score = runs["val/acc"] if "val/acc" in runs else pd.Series(math.nan, index=runs.index)
+    frame = runs.assign(_lr_score=pd.to_numeric(score, errors="coerce").fillna(-math.inf))
+    counts = frame.groupby(keys, dropna=False)["lr"].transform("nunique")
+    if not (counts > 1).any():
+        return runs, []
+    order = frame.sort_values(["_lr_score", "lr"], ascending=[False, True], kind="stable")
+    best = order.drop_duplicates(subset=keys, keep="first").sort_index()
+    rates = ", ".join(f"{rate:g}" for rate in sorted(frame.loc[counts > 1, "lr"].unique()))
+    note = (
+        f"{int((counts > 1).sum())} runs share their other settings at different learning "
+        f"rates ({rates}); each table keeps, per setting and seed, the rate with the highest "
+        "final validation accuracy."
+    )
+    return best.drop(columns="_lr_score"), [note]
 
 
 def _empty_runs() -> pd.DataFrame:

@@ -20,7 +20,13 @@ from matplotlib import image
 
 from bench import report as report_module
 from bench.__main__ import main
-from bench.report import TRAINED_ACCURACY, cell_statistics, deepest_trained, format_table
+from bench.report import (
+    TRAINED_ACCURACY,
+    cell_statistics,
+    deepest_trained,
+    format_table,
+    select_learning_rates,
+)
 from bench.results import read_record, read_records, write_json_atomic
 
 ACTIVATIONS = ("sigmoid", "tanh")
@@ -61,8 +67,6 @@ def results(tmp_path_factory, data_dir) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         # LightningCLI warns when sys.argv carries pytest's own arguments beside ``args``.
         patch.setattr(sys, "argv", ["bench"])
-        # When the smoke grid lands, this line becomes:
-        # main(["sweep", "bench/configs/grids/smoke.yaml", f"--results={folder}"])
         fit_small_grid(folder, data_dir)
     return folder
 
@@ -274,6 +278,34 @@ def test_deepest_trained_threshold():
     assert outcome.loc["tanh", "deepest_trained"] == 5
     assert outcome.loc["tanh", "deepest_run"] == 10
     assert TRAINED_ACCURACY == 0.25
+
+
+def test_select_learning_rates_keeps_best_validation():
+    runs = pd.DataFrame(
+        {
+            "activation": ["tanh"] * 4 + ["sigmoid"] * 3,
+            "remedy": ["dks"] * 7,
+            "depth": [100] * 7,
+            "seed": [0, 0, 1, 1, 0, 0, 0],
+            "lr": [1e-3, 1e-2, 1e-3, 1e-2, 1e-3, 1e-2, 1e-1],
+            "val/acc": [0.5, 0.6, 0.7, 0.4, 0.1, None, 0.3],
+            "test/acc": [0.45, 0.55, 0.65, 0.35, 0.1, None, 0.2],
+            "status": ["completed"] * 5 + ["diverged", "completed"],
+        }
+    )
+    selected, notes = select_learning_rates(runs)
+    # Per (activation, seed): tanh seed 0 at 1e-2, tanh seed 1 at 1e-3, and sigmoid at 1e-1,
+    # since its diverged run at 1e-2 counts as the worst.
+    assert selected["lr"].tolist() == [1e-2, 1e-3, 1e-1]
+    assert notes == [
+        "7 runs share their other settings at different learning rates (0.001, 0.01, 0.1); "
+        "each table keeps, per setting and seed, the rate with the highest final validation "
+        "accuracy."
+    ]
+    single = runs[runs["lr"] == 1e-3]
+    selected_single, single_notes = select_learning_rates(single)
+    assert selected_single.equals(single)
+    assert single_notes == []
 
 
 def test_format_table_marks_diverged_cell():
