@@ -34,7 +34,8 @@ class Classifier(pl.LightningModule):
         activation: nonlinearity name or ``package.module:function``.
         depth: number of weight layers, readout included.
         width: units per hidden layer.
-        init: weight initialisation name.
+        init: weight initialisation name. Data-driven inits (lsuv, rbf_data) run in
+            ``on_fit_start`` on the first training examples.
         bias: whether linear layers carry a bias.
         transform: activation transform: ``none``, ``dks`` or ``tat`` (phi becomes
             gamma * (phi(alpha x + beta) + delta), solved for this network).
@@ -44,12 +45,13 @@ class Classifier(pl.LightningModule):
             ``rezero`` (learnable branch scale starting at 0).
         residual_branch: hidden layers per residual branch, 1 or 2.
         norm: ``none``, ``batch``, ``layer``, ``weight``, ``scaled_ws`` or
-            ``agnostic_batch`` (pre-activations held at phi's critical moments).
+            ``agnostic_batch`` (pre-activations held at moments chosen for phi).
         sigma_b2: bias variance of init ``critical``, which also sets the critical point
-            that norm ``agnostic_batch`` holds.
+            that norm ``agnostic_batch`` holds when ``norm_target`` is None.
         q_star: fixed point q* of init ``critical_orthogonal``; None takes its default.
-            Data-driven inits (lsuv, rbf_data) run in ``on_fit_start`` on the first
-            training examples.
+        norm_target: norm ``agnostic_batch`` only: the network's C'(1) (zeta > 1) at which
+            the held moments shape the kernel, as DKS does; None keeps phi's mean-field
+            critical moments at sigma_b2.
         input_dim: input features; the CLI links it from the datamodule.
         num_classes: number of classes; the CLI links it from the datamodule.
         divergence_factor: multiple of the chance-level loss above which the run counts as
@@ -75,6 +77,7 @@ class Classifier(pl.LightningModule):
         norm: str = "none",
         sigma_b2: float = 0.0,
         q_star: float | None = None,
+        norm_target: float | None = None,
         input_dim: int = 40,
         num_classes: int = 10,
         divergence_factor: float = 100.0,
@@ -103,6 +106,7 @@ class Classifier(pl.LightningModule):
             norm=norm,
             sigma_b2=sigma_b2,
             q_star=q_star,
+            norm_target=norm_target,
         )
         self.loss_fn = nn.CrossEntropyLoss()
         self.regularizer = Regularizer(regularizer, regularizer_weight)

@@ -17,9 +17,11 @@ from models.remedies.init import (
 from models.remedies.normalization import (
     WEIGHT_NORMS,
     WeightView,
+    agnostic_moments,
     check_norm,
     check_norm_name,
     make_norm,
+    output_standardization,
     reparametrize_weight,
     scaled_ws_gain,
 )
@@ -118,8 +120,12 @@ class DeepMLP(nn.Module):
             (``models.remedies.normalization``), in every hidden layer; the readout is plain.
         sigma_b2: bias variance of init ``critical``, which solves the critical sigma_w2 at
             it. Norm ``agnostic_batch`` keeps the pre-activations at the moments of the
-            critical point at this sigma_b2, with any init; it needs sigma_b2 > 0 for odd
-            phi (q* is 0 at 0). Other settings reject a non-zero value.
+            critical point at this sigma_b2, with any init, unless ``norm_target`` is set; it
+            needs sigma_b2 > 0 for odd phi (q* is 0 at 0). Other settings reject a non-zero
+            value.
+        norm_target: norm ``agnostic_batch`` only: zeta > 1, the network's C'(1), for the
+            shaped moments (``models.remedies.normalization``); None keeps the mean-field
+            critical moments at sigma_b2.
         q_star: fixed point of init ``critical_orthogonal``; None for its default
             (``models.remedies.init.isometry_point``).
 
@@ -145,23 +151,32 @@ class DeepMLP(nn.Module):
         norm: str = "none",
         sigma_b2: float = 0.0,
         q_star: float | None = None,
+        norm_target: float | None = None,
     ) -> None:
         super().__init__()
         check_settings(depth, width, init, transform, residual, residual_branch, norm)
         _check_positive_int("input_dim", input_dim, "input features")
         _check_positive_int("num_classes", num_classes, "outputs")
         nonlinearity = resolve(activation)
-        _check_remedies(nonlinearity, transform, norm, sigma_b2)
-        check_init(init, nonlinearity, sigma_b2, q_star, transform, norm)
+        _check_remedies(nonlinearity, transform, norm, sigma_b2, norm_target)
+        check_init(init, nonlinearity, sigma_b2, q_star, transform, norm, norm_target)
         self.init = init
         blocks = check_residual(residual, residual_branch, depth)
         self.norm = norm
+        plain_layers = 1 if blocks else depth - 1
+        shape = NetworkShape(
+            plain_layers, blocks, residual_branch, shaping_scale2(residual, blocks)
+        )
+        moments = (
+            agnostic_moments(nonlinearity, sigma_b2, norm_target, shape)
+            if norm == "agnostic_batch"
+            else None
+        )
 
         def hidden_layer(fan_in: int) -> HiddenLayer:
-            layer_norm = make_norm(norm, width, nonlinearity, sigma_b2)
+            layer_norm = make_norm(norm, width, moments)
             return HiddenLayer(fan_in, width, nonlinearity, bias, layer_norm)
 
-        plain_layers = 1 if blocks else depth - 1
         fan_ins = [input_dim] + [width] * (depth - 2)
         self.hidden = nn.ModuleList(hidden_layer(fan_in) for fan_in in fan_ins[:plain_layers])
         self.blocks = nn.ModuleList(
@@ -177,11 +192,13 @@ class DeepMLP(nn.Module):
             [module for _, module in self.weight_layers()], init, nonlinearity, sigma_b2, q_star
         )
 
-        scale2 = shaping_scale2(residual, blocks)
-        shape = NetworkShape(plain_layers, blocks, residual_branch, scale2)
         layers = self.hidden_layers()
         sites = [(layer.activation, layer.linear) for layer in layers]
         shape_activations(sites, transform, shape, transform_target)
+        if moments is not None:
+            gamma, delta = output_standardization(nonlinearity, *moments)
+            for layer in layers:
+                layer.activation.set_transform(1.0, 0.0, gamma, delta)
         if norm in WEIGHT_NORMS:
             self._reparametrize_weights(layers, nonlinearity)
 
@@ -231,13 +248,20 @@ class DeepMLP(nn.Module):
         return self.readout(x)
 
 
-def _check_remedies(nonlinearity: Nonlinearity, transform: str, norm: str, sigma_b2: float) -> None:
+def _check_remedies(
+    nonlinearity: Nonlinearity,
+    transform: str,
+    norm: str,
+    sigma_b2: float,
+    norm_target: float | None,
+) -> None:
     """Raise ValueError for an unknown transform or norm, or a combination that cannot work."""
     check_method(transform, nonlinearity)
-    check_norm(norm, nonlinearity, sigma_b2)
+    check_norm(norm, nonlinearity, sigma_b2, norm_target)
     if transform != "none" and norm == "agnostic_batch":
         raise ValueError(
             f"transform {transform!r} with norm 'agnostic_batch' is invalid: the transform "
             "shapes phi_hat for pre-activations of second moment 1, while agnostic_batch holds "
-            "them at phi's critical q*; use one of the two, or norm batch with the transform"
+            "them at moments of its own; use one of the two (agnostic_batch with norm_target "
+            "is DKS through batch statistics), or norm batch with the transform"
         )

@@ -133,19 +133,22 @@ def check_init(
     q_star: float | None = None,
     transform: str = "none",
     norm: str = "none",
+    norm_target: float | None = None,
 ) -> None:
     """Raise ValueError for an unknown init or one that cannot work with the other settings.
 
     ``critical`` and ``critical_orthogonal`` are also solved here, so a phi without a critical
-    point fails at construction.
+    point fails at construction. ``norm_target`` set means agnostic_batch ignores sigma_b2.
     """
     check_init_name(name)
     if not math.isfinite(sigma_b2) or sigma_b2 < 0.0:
         raise ValueError(f"sigma_b2 must be finite and >= 0, got {sigma_b2}")
-    if sigma_b2 != 0.0 and name != CRITICAL and norm != "agnostic_batch":
+    reads_sigma_b2 = norm == "agnostic_batch" and norm_target is None
+    if sigma_b2 != 0.0 and name != CRITICAL and not reads_sigma_b2:
         raise ValueError(
-            f"sigma_b2 = {sigma_b2} applies only to init 'critical' and norm 'agnostic_batch' "
-            f"(init {name!r} sets its own biases); drop sigma_b2 or use init critical"
+            f"sigma_b2 = {sigma_b2} applies only to init 'critical' and to norm "
+            f"'agnostic_batch' without norm_target (init {name!r} sets its own biases); drop "
+            "sigma_b2 or use init critical"
         )
     if q_star is not None and name != CRITICAL_ORTHOGONAL:
         raise ValueError(
