@@ -4,6 +4,12 @@ Prints, over a grid of bias variances, the critical weight variance (edge of cha
 et al. 2017, arXiv:1611.01232) and q_star, chi_1, xi_c and the predicted trainable depth at
 either that critical point or a given sigma_w2, then the initialisation to paste into a run.
 ``--plot`` saves the sigma_w2-sigma_b2 phase diagram coloured by xi_c with the critical line.
+
+A second table gives the kernel-shaping parameters for a plain network of ``--depth`` weight
+layers: the DKS and TAT transforms phi_hat(x) = gamma (phi(alpha x + beta) + delta) that
+``--model.transform dks|tat`` solves, with the network's C'(1) or C''(1) they reach, and the
+mean and variance at which ``--model.norm agnostic_batch --model.norm_target ZETA`` keeps
+each pre-activation.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from models.activations import RBF, resolve
+from models.activations import RBF, Nonlinearity, resolve
+from models.remedies.normalization import agnostic_moments
+from models.remedies.transforms import NetworkShape, check_method, local_maps, solve_transform
 from models.theory import (
     PhiFunctions,
     SignalPropagation,
@@ -82,6 +90,22 @@ def _parser() -> argparse.ArgumentParser:
         "--plot", default=None, metavar="FILE", help="save the phase diagram to FILE (PNG, PDF)"
     )
     parser.add_argument(
+        "--depth",
+        type=int,
+        default=50,
+        help="weight layers of the plain network the shaping table is solved for "
+        "(default: %(default)s, as in python -m bench fit)",
+    )
+    parser.add_argument(
+        "--zeta",
+        type=float,
+        default=1.5,
+        help="network C'(1) for dks and for agnostic_batch's norm_target (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tau", type=float, default=0.3, help="network C''(1) for tat (default: %(default)s)"
+    )
+    parser.add_argument(
         "--order",
         type=int,
         default=64,
@@ -100,6 +124,14 @@ def _validate(arguments: argparse.Namespace) -> None:
         raise InputError(f"--sigma-w2 must be finite and > 0, got {arguments.sigma_w2}")
     if arguments.order < 2:
         raise InputError(f"--order must be >= 2, got {arguments.order}")
+    if arguments.depth < 2:
+        raise InputError(
+            f"--depth must be >= 2 (one hidden layer and the readout), got {arguments.depth}"
+        )
+    if not (math.isfinite(arguments.zeta) and arguments.zeta > 1.0):
+        raise InputError(f"--zeta must be finite and > 1, got {arguments.zeta}; DKS uses 1.5")
+    if not (math.isfinite(arguments.tau) and arguments.tau > 0.0):
+        raise InputError(f"--tau must be finite and > 0, got {arguments.tau}; TAT uses 0.3")
 
 
 def _resolve_phi(name: str) -> PhiFunctions:
@@ -162,6 +194,44 @@ def _table(phi: PhiFunctions, rows: list[Row], sigma_w2: float | None) -> Table:
                 result.phase,
             ]
         table.add_row(*cells)
+    return table
+
+
+def _shaping_table(nonlinearity: Nonlinearity, arguments: argparse.Namespace) -> Table:
+    """Return the DKS, TAT and agnostic_batch parameters for a plain network of this depth."""
+    shape = NetworkShape(arguments.depth - 1)
+    table = Table(
+        title=f"{nonlinearity.name}: kernel shaping for a plain network of depth {arguments.depth}"
+    )
+    for header in ("remedy", "target", "alpha", "beta", "gamma", "delta", "network C'(1)"):
+        table.add_column(header, justify="right")
+    table.add_column("network C''(1)", justify="right")
+    failures = []
+    for method, target in (("dks", arguments.zeta), ("tat", arguments.tau)):
+        try:
+            check_method(method, nonlinearity)
+            transform = solve_transform(method, nonlinearity.phi, shape, target)
+        except ValueError as error:
+            failures.append(f"{method}: {error}")
+            continue
+        maps = local_maps(nonlinearity.phi, transform)
+        table.add_row(
+            method,
+            f"{target:g}",
+            *(_number(value) for value in transform.as_tuple()),
+            _number(shape.c_slope(maps["c_slope"])),
+            _number(shape.c_curvature(maps["c_curvature"])) if method == "tat" else "-",
+        )
+    try:
+        mean, variance = agnostic_moments(nonlinearity, 0.0, arguments.zeta, shape)
+        table.caption = (
+            f"agnostic_batch with norm_target {arguments.zeta:g} keeps each pre-activation at "
+            f"mean {mean:.4g} and variance {variance:.4g}"
+        )
+    except ValueError as error:
+        failures.append(str(error))
+    if failures:
+        table.caption = "\n".join(filter(None, [table.caption, *failures]))
     return table
 
 
@@ -234,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         _validate(arguments)
         phi = _resolve_phi(arguments.activation)
         rows = _rows(phi, arguments)
+        nonlinearity = resolve(arguments.activation)
     except InputError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
@@ -246,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
             "models.theory.rbf analyses the distance layer."
         )
     console.print(_recommendation(phi, rows), markup=False, highlight=False, soft_wrap=True)
+    if arguments.activation == RBF:
+        console.print(
+            "Kernel shaping of rbf layers depends on each layer's centres and widths, so "
+            "python -m bench fit solves it when it builds the network."
+        )
+    else:
+        console.print(_shaping_table(nonlinearity, arguments))
     if arguments.plot:
         try:
             _plot(phi, rows, arguments)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bench.theory
 from bench.theory import main
+from models.networks import DeepMLP
 
 
 def test_theory_cli_tanh_prints_critical_value(capsys):
@@ -58,3 +59,26 @@ def test_theory_cli_unwritable_plot_returns_2(tmp_path, capsys, monkeypatch):
     target = tmp_path / "missing" / "phase.png"
     assert main(["--sigma-b2", "0.05", "--plot", str(target)]) == 2
     assert "cannot save --plot" in capsys.readouterr().err
+
+
+def test_theory_cli_shaping_matches_built_network(capsys):
+    assert main(["--activation", "tanh", "--sigma-b2", "0.05", "--depth", "20"]) == 0
+    output = capsys.readouterr().out
+    dks = DeepMLP(40, 10, depth=20, width=8, activation="tanh", transform="dks")
+    alpha = dks.activations()[0].alpha.item()
+    agnostic = DeepMLP(40, 10, depth=20, width=8, norm="agnostic_batch", norm_target=1.5)
+    mean = agnostic.hidden[0].norm.target_mean.item()
+    assert "kernel shaping for a plain network of depth 20" in output
+    assert f"{alpha:.4g}" in output
+    assert f"mean {mean:.4g}" in output
+
+
+def test_theory_cli_shaping_names_invalid_transform(capsys):
+    assert main(["--activation", "softsign", "--sigma-b2", "0.05"]) == 0
+    output = " ".join(capsys.readouterr().out.split())
+    assert "transform 'tat' with activation 'softsign' is invalid" in output
+
+
+def test_theory_cli_rejects_depth_one(capsys):
+    assert main(["--depth", "1"]) == 2
+    assert "--depth must be >= 2" in capsys.readouterr().err
