@@ -110,16 +110,28 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
 
     runs = runs.reindex(columns=list(dict.fromkeys([*RECORD_COLUMNS, *runs.columns])))
     runs["remedy"] = runs["remedy"].fillna("unlabelled")
-    notes = _status_notes(runs)
     finished = runs[runs["status"].isin([STATUS_COMPLETED, STATUS_DIVERGED])]
+    finished, lr_notes = select_learning_rates(finished)
+    # Notes count the runs the tables use: a diverged run that lost to a better rate is out.
+    unfinished = runs[~runs["status"].isin([STATUS_COMPLETED, STATUS_DIVERGED])]
+    notes = _status_notes(pd.concat([finished, unfinished]))
     if finished.empty:
         notes.append("No run has finished, so the tables below are empty.")
-    finished, lr_notes = select_learning_rates(finished)
     return finished.reset_index(drop=True), notes + lr_notes
 
 
-# The settings that, with the learning rate, tell one configuration from another.
-SETTING_COLUMNS = ("remedy", "activation", "depth", "width", "init", "optimizer", "dataset", "seed")
+# The recorded settings that, with the learning rate, tell one configuration from another.
+SETTING_COLUMNS = (
+    "remedy",
+    "activation",
+    "depth",
+    "width",
+    "init",
+    "optimizer",
+    "dataset",
+    "max_epochs",
+    "seed",
+)
 
 
 def select_learning_rates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -137,7 +149,8 @@ def select_learning_rates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         return runs, []
     keys = [key for key in SETTING_COLUMNS if key in runs]
     score = runs["val/acc"] if "val/acc" in runs else pd.Series(math.nan, index=runs.index)
-    frame = runs.assign(_lr_score=pd.to_numeric(score, errors="coerce").fillna(-math.inf))
+    score = pd.to_numeric(score, errors="coerce").where(runs["status"] != STATUS_DIVERGED)
+    frame = runs.assign(_lr_score=score.fillna(-math.inf))
     counts = frame.groupby(keys, dropna=False)["lr"].transform("nunique")
     if not (counts > 1).any():
         return runs, []
@@ -145,9 +158,10 @@ def select_learning_rates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     best = order.drop_duplicates(subset=keys, keep="first").sort_index()
     rates = ", ".join(f"{rate:g}" for rate in sorted(frame.loc[counts > 1, "lr"].unique()))
     note = (
-        f"{int((counts > 1).sum())} runs share their other settings at different learning "
-        f"rates ({rates}); each table keeps, per setting and seed, the rate with the highest "
-        "final validation accuracy."
+        f"{int((counts > 1).sum())} runs differ only in learning rate ({rates}) among the "
+        "recorded settings (remedy, activation, depth, width, init, optimizer, dataset, "
+        "epochs, seed); each table keeps, per setting and seed, the rate with the highest "
+        "final validation accuracy, and a diverged run counts as the worst."
     )
     return best.drop(columns="_lr_score"), [note]
 

@@ -323,6 +323,13 @@ def batch_statistics_of(network: nn.Module, x: Tensor) -> Iterator[None]:
     flag are restored on exit.
     """
     norms = [module for module in network.modules() if isinstance(module, _BatchNorm)]
+    if norms and len(x) < 2:
+        # Batch statistics of one example are undefined, so its running statistics stay.
+        log.warning(
+            "Jacobian probe: batch-norm layers need 2 or more probe examples for batch "
+            "statistics; measuring with running statistics (raise --jacobian.probe_size)"
+        )
+        norms = []
     saved = [
         (module.momentum, *(buffer.clone() for buffer in _running_buffers(module)))
         for module in norms

@@ -191,6 +191,11 @@ def check_method(method: str, nonlinearity: Nonlinearity) -> None:
 def resolve_target(method: str, target: float | None) -> float:
     """Return the network-level target: zeta for DKS (> 1), tau for TAT (> 0)."""
     value = DEFAULT_TARGETS[method] if target is None else float(target)
+    if not math.isfinite(value):
+        raise ValueError(
+            f"transform_target must be a finite number, got {target!r}; the DKS paper uses "
+            "zeta 1.5 and the TAT paper tau 0.3"
+        )
     if method == "dks" and not value > 1.0:
         raise ValueError(
             f"transform_target (zeta, the network's C'(1)) must be > 1 for dks, got {target!r}; "
@@ -339,8 +344,23 @@ def local_targets(method: str, target: float, shape: NetworkShape) -> float:
     if method == "tat":
         return target / shape.c_curvature(1.0)
     # The network's C'(1) increases with the local slope, and is >= the local slope itself
-    # whenever the local slope is >= 1, so the root lies in [1, target].
-    return optimize.brentq(lambda s: shape.c_slope(s) - target, 1.0, target, xtol=1e-14)
+    # whenever the local slope is >= 1, so the root lies in [1, target]. The solve runs on
+    # logarithms, so a large target cannot overflow the network's C'(1).
+    weight = shape.branch_scale2 / (1.0 + shape.branch_scale2)
+
+    def log_gap(log_slope: float) -> float:
+        log_block = 0.0
+        if shape.blocks:
+            log_block = float(
+                np.logaddexp(
+                    math.log1p(-weight), math.log(weight) + shape.branch_layers * log_slope
+                )
+            )
+        network = shape.nonlinear_layers * log_slope + shape.blocks * log_block
+        return network - math.log(target)
+
+    log_slope = optimize.brentq(log_gap, 0.0, math.log(target), xtol=1e-15, rtol=1e-14)
+    return math.exp(log_slope)
 
 
 def solve_transform(

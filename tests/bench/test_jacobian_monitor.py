@@ -81,6 +81,15 @@ def test_monitor_batch_norm_uses_probe_statistics():
     assert net.training
 
 
+def test_monitor_batch_norm_single_example_probe(caplog):
+    torch.manual_seed(0)
+    net = DeepMLP(40, 10, depth=4, width=16, norm="batch")
+    snapshot = JacobianSpectrumMonitor().measure(net, torch.randn(1, 40))
+    assert torch.isfinite(torch.tensor(snapshot.singular_values)).all()
+    assert "need 2 or more probe examples" in caplog.text
+    assert net.training
+
+
 @pytest.mark.parametrize("init", ["xavier", "orthogonal"])
 def test_monitor_lanczos_estimate_matches_exact(init):
     net = network(init)

@@ -288,19 +288,21 @@ def test_select_learning_rates_keeps_best_validation():
             "depth": [100] * 7,
             "seed": [0, 0, 1, 1, 0, 0, 0],
             "lr": [1e-3, 1e-2, 1e-3, 1e-2, 1e-3, 1e-2, 1e-1],
-            "val/acc": [0.5, 0.6, 0.7, 0.4, 0.1, None, 0.3],
+            "val/acc": [0.5, 0.6, 0.7, 0.4, 0.1, 0.9, 0.3],
             "test/acc": [0.45, 0.55, 0.65, 0.35, 0.1, None, 0.2],
             "status": ["completed"] * 5 + ["diverged", "completed"],
         }
     )
     selected, notes = select_learning_rates(runs)
     # Per (activation, seed): tanh seed 0 at 1e-2, tanh seed 1 at 1e-3, and sigmoid at 1e-1,
-    # since its diverged run at 1e-2 counts as the worst.
+    # since its diverged run at 1e-2 counts as the worst whatever validation accuracy it
+    # recorded before diverging.
     assert selected["lr"].tolist() == [1e-2, 1e-3, 1e-1]
     assert notes == [
-        "7 runs share their other settings at different learning rates (0.001, 0.01, 0.1); "
-        "each table keeps, per setting and seed, the rate with the highest final validation "
-        "accuracy."
+        "7 runs differ only in learning rate (0.001, 0.01, 0.1) among the recorded settings "
+        "(remedy, activation, depth, width, init, optimizer, dataset, epochs, seed); each "
+        "table keeps, per setting and seed, the rate with the highest final validation "
+        "accuracy, and a diverged run counts as the worst."
     ]
     single = runs[runs["lr"] == 1e-3]
     selected_single, single_notes = select_learning_rates(single)

@@ -127,7 +127,7 @@ def test_norm_target_needs_agnostic_batch():
 
 
 def test_norm_target_must_exceed_one():
-    with pytest.raises(ValueError, match="must be a number > 1, got 0.9"):
+    with pytest.raises(ValueError, match="must be a finite number > 1, got 0.9"):
         DeepMLP(40, 10, depth=4, width=16, norm="agnostic_batch", norm_target=0.9)
 
 
@@ -163,3 +163,9 @@ def test_weight_norms_keep_monitor_gradients(norm):
 def test_norm_target_rejects_unused_sigma_b2():
     with pytest.raises(ValueError, match="sigma_b2 = 0.1 applies only to init 'critical'"):
         DeepMLP(40, 10, depth=4, width=16, norm="agnostic_batch", norm_target=1.5, sigma_b2=0.1)
+
+
+@pytest.mark.parametrize("target", [1e15, 1e300])
+def test_norm_target_too_large_is_invalid(target):
+    with pytest.raises(ValueError, match="is invalid: no pre-activation moments give"):
+        DeepMLP(40, 10, depth=6, width=16, norm="agnostic_batch", norm_target=target)
