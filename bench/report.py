@@ -147,6 +147,8 @@ def select_learning_rates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """
     if runs.empty or "lr" not in runs:
         return runs, []
+    # NOTE: only the recorded settings separate runs, so two runs of one preset that differ in
+    # another flag (norm_target, say) count as one setting here.
     keys = [key for key in SETTING_COLUMNS if key in runs]
     score = runs["val/acc"] if "val/acc" in runs else pd.Series(math.nan, index=runs.index)
     score = pd.to_numeric(score, errors="coerce").where(runs["status"] != STATUS_DIVERGED)

@@ -139,6 +139,8 @@ def agnostic_moments(
     _check_shaped(nonlinearity, norm_target)
     if shape is None:
         raise ValueError("the shaped agnostic_batch rule needs the network's shape")
+    # NOTE: the DKS solve also imposes Q'(1) = 1, which batch statistics make unnecessary, so
+    # a unit without a DKS solution (relu) is rejected though moving the mean could suffice.
     try:
         transform = solve_transform("dks", nonlinearity.phi, shape, norm_target)
     except ValueError as error:

@@ -69,7 +69,7 @@ def _normalised_slope(name: str, mean: float, variance: float) -> float:
     return variance * moment(lambda y, slope: slope * slope) / phi_var
 
 
-def test_critical_moments_give_batch_norm_slope_above_one():
+def test_critical_moments_batch_slope():
     # Gaussian Poincare inequality: a normalised layer's C'(1) is > 1 for nonlinear phi. At
     # sigmoid's mean-field critical point it is 2.3, so 99 such layers multiply squared
     # gradient norms by about 2.3^99.
@@ -78,7 +78,7 @@ def test_critical_moments_give_batch_norm_slope_above_one():
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "gaussian", "softplus"])
-def test_shaped_moments_give_the_local_slope(name):
+def test_shaped_moments_local_slope(name):
     shape = NetworkShape(19)
     mean, variance = agnostic_moments(resolve(name), 0.0, 1.5, shape)
     assert _normalised_slope(name, mean, variance) == pytest.approx(1.5 ** (1 / 19), rel=1e-6)
