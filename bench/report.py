@@ -110,11 +110,10 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
 
     runs = runs.reindex(columns=list(dict.fromkeys([*RECORD_COLUMNS, *runs.columns])))
     runs["remedy"] = runs["remedy"].fillna("unlabelled")
-    finished = runs[runs["status"].isin([STATUS_COMPLETED, STATUS_DIVERGED])]
-    finished, lr_notes = select_learning_rates(finished)
+    is_finished = runs["status"].isin([STATUS_COMPLETED, STATUS_DIVERGED])
+    finished, lr_notes = select_learning_rates(runs[is_finished])
     # Notes count the runs the tables use: a diverged run that lost to a better rate is out.
-    unfinished = runs[~runs["status"].isin([STATUS_COMPLETED, STATUS_DIVERGED])]
-    notes = _status_notes(pd.concat([finished, unfinished]))
+    notes = _status_notes(pd.concat([finished, runs[~is_finished]]))
     if finished.empty:
         notes.append("No run has finished, so the tables below are empty.")
     return finished.reset_index(drop=True), notes + lr_notes
@@ -159,11 +158,11 @@ def select_learning_rates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     order = frame.sort_values(["_lr_score", "lr"], ascending=[False, True], kind="stable")
     best = order.drop_duplicates(subset=keys, keep="first").sort_index()
     rates = ", ".join(f"{rate:g}" for rate in sorted(frame.loc[counts > 1, "lr"].unique()))
+    settings = ", ".join(key.removeprefix("max_") for key in SETTING_COLUMNS)
     note = (
         f"{int((counts > 1).sum())} runs differ only in learning rate ({rates}) among the "
-        "recorded settings (remedy, activation, depth, width, init, optimizer, dataset, "
-        "epochs, seed); each table keeps, per setting and seed, the rate with the highest "
-        "final validation accuracy, and a diverged run counts as the worst."
+        f"recorded settings ({settings}); each table keeps, per setting and seed, the rate "
+        "with the highest final validation accuracy, and a diverged run counts as the worst."
     )
     return best.drop(columns="_lr_score"), [note]
 

@@ -134,12 +134,11 @@ def _validate(arguments: argparse.Namespace) -> None:
         raise InputError(f"--tau must be finite and > 0, got {arguments.tau}; TAT uses 0.3")
 
 
-def _resolve_phi(name: str) -> PhiFunctions:
+def _resolve_nonlinearity(name: str) -> Nonlinearity:
     try:
-        nonlinearity = resolve(name)
+        return resolve(name)
     except ValueError as error:
         raise InputError(str(error)) from error
-    return from_torch(nonlinearity.phi, nonlinearity.name)
 
 
 def _critical(phi: PhiFunctions, sigma_b2: float, order: int) -> float | None:
@@ -302,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         _validate(arguments)
-        phi = _resolve_phi(arguments.activation)
+        nonlinearity = _resolve_nonlinearity(arguments.activation)
+        phi = from_torch(nonlinearity.phi, nonlinearity.name)
         rows = _rows(phi, arguments)
-        nonlinearity = resolve(arguments.activation)
     except InputError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

@@ -47,11 +47,12 @@ def check_settings(
     residual: str = "none",
     residual_branch: int = 1,
     norm: str = "none",
-) -> None:
-    """Raise ValueError for a setting that is invalid whatever the activation.
+) -> int:
+    """Return the number of residual blocks once the activation-independent settings check out.
 
-    These checks solve no theory and build nothing, so a sweep applies them to every run of
-    its grid before the first one starts. Checks of a remedy against the activation run when
+    Raises ValueError for a setting that is invalid whatever the activation. These checks
+    solve no theory and build nothing, so a sweep applies them to every run of its grid
+    before the first one starts. Checks of a remedy against the activation run when
     ``DeepMLP`` is built.
     """
     _check_positive_int("depth", depth, "the number of weight layers")
@@ -59,7 +60,7 @@ def check_settings(
     check_init_name(init)
     check_method_name(transform)
     check_norm_name(norm)
-    check_residual(residual, residual_branch, depth)
+    return check_residual(residual, residual_branch, depth)
 
 
 class HiddenLayer(nn.Module):
@@ -154,24 +155,24 @@ class DeepMLP(nn.Module):
         norm_target: float | None = None,
     ) -> None:
         super().__init__()
-        check_settings(depth, width, init, transform, residual, residual_branch, norm)
+        blocks = check_settings(depth, width, init, transform, residual, residual_branch, norm)
         _check_positive_int("input_dim", input_dim, "input features")
         _check_positive_int("num_classes", num_classes, "outputs")
         nonlinearity = resolve(activation)
-        _check_remedies(nonlinearity, transform, norm, sigma_b2, norm_target)
-        check_init(init, nonlinearity, sigma_b2, q_star, transform, norm, norm_target)
-        self.init = init
-        blocks = check_residual(residual, residual_branch, depth)
-        self.norm = norm
+        _check_remedies(nonlinearity, transform, norm, norm_target)
         plain_layers = 1 if blocks else depth - 1
         shape = NetworkShape(
             plain_layers, blocks, residual_branch, shaping_scale2(residual, blocks)
         )
+        # The solve also checks that agnostic_batch has moments for this phi.
         moments = (
             agnostic_moments(nonlinearity, sigma_b2, norm_target, shape)
             if norm == "agnostic_batch"
             else None
         )
+        check_init(init, nonlinearity, sigma_b2, q_star, transform, norm, norm_target)
+        self.init = init
+        self.norm = norm
 
         def hidden_layer(fan_in: int) -> HiddenLayer:
             layer_norm = make_norm(norm, width, moments)
@@ -249,15 +250,11 @@ class DeepMLP(nn.Module):
 
 
 def _check_remedies(
-    nonlinearity: Nonlinearity,
-    transform: str,
-    norm: str,
-    sigma_b2: float,
-    norm_target: float | None,
+    nonlinearity: Nonlinearity, transform: str, norm: str, norm_target: float | None
 ) -> None:
     """Raise ValueError for an unknown transform or norm, or a combination that cannot work."""
     check_method(transform, nonlinearity)
-    check_norm(norm, nonlinearity, sigma_b2, norm_target)
+    check_norm(norm, nonlinearity, norm_target)
     if transform != "none" and norm == "agnostic_batch":
         raise ValueError(
             f"transform {transform!r} with norm 'agnostic_batch' is invalid: the transform "

@@ -77,10 +77,12 @@ def check_norm_name(norm: str) -> None:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
 
 
-def check_norm(
-    norm: str, nonlinearity: Nonlinearity, sigma_b2: float, norm_target: float | None = None
-) -> None:
-    """Raise ValueError for an unknown norm or one that does not suit this nonlinearity."""
+def check_norm(norm: str, nonlinearity: Nonlinearity, norm_target: float | None = None) -> None:
+    """Raise ValueError for an unknown norm or one that does not suit this nonlinearity.
+
+    Whether agnostic_batch has moments for this phi is known only once ``agnostic_moments``
+    solves for them, so that check is the solve itself.
+    """
     check_norm_name(norm)
     if norm in WEIGHT_NORMS and nonlinearity.name == RBF:
         raise ValueError(
@@ -92,11 +94,6 @@ def check_norm(
             f"norm_target = {norm_target!r} applies only to norm 'agnostic_batch', got norm "
             f"{norm!r}; drop norm_target or use norm agnostic_batch"
         )
-    if norm == "agnostic_batch":
-        if norm_target is None:
-            critical_moments(nonlinearity, sigma_b2)
-        else:
-            _check_shaped(nonlinearity, norm_target)
 
 
 def _check_shaped(nonlinearity: Nonlinearity, norm_target: float) -> None:

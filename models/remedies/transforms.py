@@ -132,6 +132,18 @@ class NetworkShape:
         block = (1.0 - weight) + weight * local_slope**self.branch_layers
         return local_slope**self.nonlinear_layers * block**self.blocks
 
+    def log_c_slope(self, log_local_slope: float) -> float:
+        """Return log C'(1) of the network from log C'(1) of each layer, without overflow."""
+        log_block = 0.0
+        if self.blocks:
+            weight = self._branch_weight()
+            log_block = float(
+                np.logaddexp(
+                    math.log1p(-weight), math.log(weight) + self.branch_layers * log_local_slope
+                )
+            )
+        return self.nonlinear_layers * log_local_slope + self.blocks * log_block
+
     def c_curvature(self, local_curvature: float) -> float:
         """Return the network's C''(1) when every layer has C'(1) = 1, C''(1) = local_curvature."""
         per_block = self.branch_layers * self._branch_weight()
@@ -346,20 +358,10 @@ def local_targets(method: str, target: float, shape: NetworkShape) -> float:
     # The network's C'(1) increases with the local slope, and is >= the local slope itself
     # whenever the local slope is >= 1, so the root lies in [1, target]. The solve runs on
     # logarithms, so a large target cannot overflow the network's C'(1).
-    weight = shape.branch_scale2 / (1.0 + shape.branch_scale2)
-
-    def log_gap(log_slope: float) -> float:
-        log_block = 0.0
-        if shape.blocks:
-            log_block = float(
-                np.logaddexp(
-                    math.log1p(-weight), math.log(weight) + shape.branch_layers * log_slope
-                )
-            )
-        network = shape.nonlinear_layers * log_slope + shape.blocks * log_block
-        return network - math.log(target)
-
-    log_slope = optimize.brentq(log_gap, 0.0, math.log(target), xtol=1e-15, rtol=1e-14)
+    log_target = math.log(target)
+    log_slope = optimize.brentq(
+        lambda u: shape.log_c_slope(u) - log_target, 0.0, log_target, xtol=1e-15, rtol=1e-14
+    )
     return math.exp(log_slope)
 
 
