@@ -12,6 +12,7 @@ from models.activations import resolve
 from models.networks import DeepMLP
 from models.remedies.normalization import agnostic_moments, critical_moments, scaled_ws_gain
 from models.remedies.transforms import NetworkShape
+from tests.models.remedies.kernels import network_c_slope
 
 
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "gaussian"])
@@ -84,25 +85,6 @@ def test_shaped_moments_local_slope(name):
     assert _normalised_slope(name, mean, variance) == pytest.approx(1.5 ** (1 / 19), rel=1e-6)
 
 
-def _batch_c_slope(network: DeepMLP, width: int, eps: float = 1e-3, pairs: int = 2048) -> float:
-    """Return (1 - c_out) / (1 - c_in) at the last hidden layer, both inputs in one batch."""
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(pairs, width, generator=generator, dtype=torch.float64)
-    noise = torch.randn(pairs, width, generator=generator, dtype=torch.float64)
-    noise -= (noise * x).sum(1, keepdim=True) / (x * x).sum(1, keepdim=True) * x
-    noise *= x.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True)
-    h = torch.cat([x, (1.0 - eps) * x + (1.0 - (1.0 - eps) ** 2) ** 0.5 * noise])
-    with torch.no_grad():
-        for layer in network.hidden:
-            h = layer(h)
-    # The next layer's normalisation centres each unit over the batch, so correlations are
-    # taken between centred outputs.
-    h = h - h.mean(0)
-    a, b = h[:pairs], h[pairs:]
-    c_out = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
-    return float((1.0 - c_out.mean()) / eps)
-
-
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "gaussian"])
 def test_shaped_agnostic_batch_meets_zeta(name):
     width, depth, zeta = 1024, 6, 1.5
@@ -118,7 +100,8 @@ def test_shaped_agnostic_batch_meets_zeta(name):
     ).double()
     # Statistics of a finite batch raise the measured slope. For tanh at width 1024 it read
     # 1.68, 1.55 and 1.52 with batches of 256, 1024 and 4096 examples, so the test uses 4096.
-    assert _batch_c_slope(network, width) == pytest.approx(zeta, rel=0.05)
+    measured = network_c_slope(network, width, pairs=2048, one_batch=True)
+    assert measured == pytest.approx(zeta, rel=0.05)
 
 
 def test_norm_target_needs_agnostic_batch():

@@ -11,6 +11,7 @@ import torch
 from models.activations import resolve
 from models.networks import DeepMLP
 from models.remedies.transforms import NetworkShape, Transform, local_maps, solve_transform
+from tests.models.remedies.kernels import network_c_slope
 
 LAYERS = 10
 
@@ -55,27 +56,6 @@ def test_solve_transform_matches_dks_package(name, method):
         assert ours[key] == pytest.approx(value, abs=1e-6), key
 
 
-def _network_c_slope(network: DeepMLP, width: int, eps: float = 1e-3, pairs: int = 64) -> float:
-    """Return (1 - c_out) / (1 - c_in) at the last hidden layer for inputs of q = 1, c = 1 - eps."""
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(pairs, width, generator=generator, dtype=torch.float64)
-    noise = torch.randn(pairs, width, generator=generator, dtype=torch.float64)
-    noise -= (noise * x).sum(1, keepdim=True) / (x * x).sum(1, keepdim=True) * x
-    x = x / x.norm(dim=1, keepdim=True) * width**0.5
-    noise = noise / noise.norm(dim=1, keepdim=True) * width**0.5
-    x2 = (1.0 - eps) * x + (1.0 - (1.0 - eps) ** 2) ** 0.5 * noise
-    with torch.no_grad():
-        outputs = []
-        for inputs in (x, x2):
-            h = inputs
-            for layer in network.hidden:
-                h = layer(h)
-            outputs.append(h)
-    a, b = outputs
-    c_out = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
-    return float((1.0 - c_out.mean()) / eps)
-
-
 def _user_module(tmp_path, monkeypatch) -> str:
     (tmp_path / "user_units.py").write_text(
         "import torch\n\n\ndef bump(x):\n    return torch.exp(-x * x) * (1.0 + 0.5 * x)\n"
@@ -108,7 +88,7 @@ def test_dks_network_c_slope_meets_zeta(activation, tmp_path, monkeypatch):
     # Measured by finite difference of the correlation of 64 pairs of nearby inputs in one
     # wide random network; finite width leaves a few per cent of noise, hence 5%. For rbf,
     # seeds 0 to 3 gave 1.505, 1.520, 1.503 and 1.482.
-    assert _network_c_slope(network, width) == pytest.approx(zeta, rel=0.05)
+    assert network_c_slope(network, width) == pytest.approx(zeta, rel=0.05)
 
 
 def test_tat_rejects_non_smooth_activation():
